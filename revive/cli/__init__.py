@@ -1,0 +1,21 @@
+"""The ``revive`` command line: one Typer sub-app per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from revive.cli import check, plan
+
+app = typer.Typer(
+    name="revive",
+    help="Recovery runbooks that execute themselves: check, plan and run DC recoveries.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.add_typer(check.app, name="check")
+app.add_typer(plan.app, name="plan")
+
+
+def main() -> None:
+    app()

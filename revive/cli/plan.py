@@ -1,0 +1,151 @@
+"""``revive plan restart|provision``: the recovery plans for one DC, nothing executed."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from revive.cli.common import (
+    DEFAULT_TOPOLOGY,
+    JsonOption,
+    TopologyOption,
+    load_topology,
+    out,
+    print_json,
+    user_errors,
+)
+from revive.planning import CapacityPlan, RestartPlan, plan_capacity, plan_restart
+from revive.planning.restart import DEFAULT_MAX_PARALLEL
+
+app = typer.Typer(help="Compute recovery plans for a DC without changing anything.")
+
+DcOption = Annotated[str, typer.Option("--dc", help="Datacenter the plan is for.")]
+BAR_WIDTH = 32
+
+
+@app.command("restart")
+def restart(
+    dc: DcOption,
+    groups: Annotated[
+        str | None,
+        typer.Option("--groups", help="Comma-separated groups (default: all in the DC)."),
+    ] = None,
+    max_parallel: Annotated[
+        int, typer.Option("--max-parallel", help="Restarts in flight at once.")
+    ] = DEFAULT_MAX_PARALLEL,
+    topology: TopologyOption = DEFAULT_TOPOLOGY,
+    as_json: JsonOption = False,
+) -> None:
+    """Order restarts: dependencies first, then tier, at most --max-parallel at once."""
+    topo = load_topology(topology)
+    with user_errors():
+        plan = plan_restart(
+            topo,
+            dc,
+            groups=groups.split(",") if groups is not None else None,
+            max_parallel=max_parallel,
+        )
+    if as_json:
+        print_json(
+            plan.model_dump(
+                mode="json",
+                include={
+                    "dc", "max_parallel", "steps", "makespan_s", "critical_path_s",
+                    "lower_bound_s", "critical_path", "groups", "assumed_healthy",
+                },
+            )
+        )
+    else:
+        render_restart(plan)
+
+
+@app.command("provision")
+def provision(
+    dc: DcOption,
+    share: Annotated[
+        float | None,
+        typer.Option(
+            "--share",
+            help="Share of global peak to carry, for every tier "
+            "(default: 1.2 for tiers 0-1, 1.0 for the rest).",
+        ),
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List services that need nothing added too.")
+    ] = False,
+    topology: TopologyOption = DEFAULT_TOPOLOGY,
+    as_json: JsonOption = False,
+) -> None:
+    """Size a DC to carry a share of global peak: have, need and add per service."""
+    topo = load_topology(topology)
+    with user_errors():
+        plan = plan_capacity(topo, dc, share=share)
+    if as_json:
+        print_json(plan)
+    else:
+        render_capacity(plan, show_all=show_all)
+
+
+def _bar(start: float, end: float, makespan: float) -> str:
+    if makespan <= 0:
+        return ""
+    left = round(start / makespan * BAR_WIDTH)
+    right = max(left + 1, round(end / makespan * BAR_WIDTH))
+    return " " * left + "█" * (right - left)
+
+
+def render_restart(plan: RestartPlan) -> None:
+    table = Table(title=f"Restart plan for {plan.dc} (max {plan.max_parallel} at once)")
+    for name, justify in [("start", "right"), ("end", "right"), ("tier", "right")]:
+        table.add_column(name, justify=justify)
+    table.add_column("service")
+    table.add_column("group")
+    table.add_column("timeline")
+    for step in plan.steps:
+        table.add_row(
+            _clock(step.start_s),
+            _clock(step.end_s),
+            str(step.tier),
+            step.service,
+            step.group,
+            _bar(step.start_s, step.end_s, plan.makespan_s),
+        )
+    out.print(table)
+    out.print(
+        f"{len(plan.steps)} services in {len(plan.groups)} group(s); "
+        f"makespan {_clock(plan.makespan_s)}, lower bound {_clock(plan.lower_bound_s)}, "
+        f"critical path {_clock(plan.critical_path_s)}: {' -> '.join(plan.critical_path)}"
+    )
+    if plan.assumed_healthy:
+        out.print("assumed healthy (outside this plan): " + ", ".join(plan.assumed_healthy))
+
+
+def render_capacity(plan: CapacityPlan, *, show_all: bool) -> None:
+    share = "tier defaults" if plan.share is None else f"{plan.share:g}x peak"
+    table = Table(title=f"Capacity plan for {plan.dc} ({share})")
+    table.add_column("tier", justify="right")
+    table.add_column("service")
+    table.add_column("share", justify="right")
+    for name in ("have", "need", "add"):
+        table.add_column(name, justify="right")
+    shown = [line for line in plan.services if show_all or line.add > 0]
+    for line in shown:
+        add = f"[bold]{line.add}[/]" if line.add else "0"
+        table.add_row(
+            str(line.tier), line.service, f"{line.share:g}", str(line.have), str(line.need), add
+        )
+    if shown:
+        out.print(table)
+    hidden = len(plan.services) - len(shown)
+    out.print(
+        f"{plan.total_add} instance(s) to add across "
+        f"{sum(1 for s in plan.services if s.add)} service(s)"
+        + (f"; {hidden} service(s) already have enough (--all lists them)" if hidden else "")
+    )
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
