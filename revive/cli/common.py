@@ -52,7 +52,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except InputError as exc:
-        err.print(str(exc), markup=False)
+        typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_INPUT) from None
 
 

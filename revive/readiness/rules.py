@@ -81,7 +81,10 @@ def ops_tool_replicas(topology: Topology) -> Iterator[Finding]:
                 severity=Severity.error,
                 subject=name,
                 message=f"{tool.kind} tool has replicas in {where} only",
-                hint=f"run a replica of {name} in every DC; recovery needs it most when one DC is gone",
+                hint=(
+                    f"run a replica of {name} in every DC; "
+                    "recovery needs it most when one DC is gone"
+                ),
             )
 
 
@@ -119,7 +122,10 @@ def boot_tool_reachable(topology: Topology) -> Iterator[Finding]:
                         rule="boot-tool-reachable",
                         severity=Severity.error,
                         subject=f"{svc.name}@{dc}",
-                        message=f"boots with {tool_name} ({tool.kind}), which has no replica in {dc}",
+                        message=(
+                            f"boots with {tool_name} ({tool.kind}), "
+                            f"which has no replica in {dc}"
+                        ),
                         hint=f"add a {tool_name} replica in {dc} so {svc.name} restarts there",
                     )
 
