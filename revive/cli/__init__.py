@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from revive.cli import check, plan
+from revive.cli import check, db, plan
 
 app = typer.Typer(
     name="revive",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.add_typer(check.app, name="check")
 app.add_typer(plan.app, name="plan")
+app.add_typer(db.app, name="db")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ dependency cycles) need the whole file and are checked in ``validate.py``.
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from typing import Annotated
 
 from pydantic import (
@@ -132,7 +133,7 @@ class Service(Strict):
             return [{"name": v} if isinstance(v, str) else v for v in value]
         return value
 
-    @property
+    @cached_property
     def hard_dependencies(self) -> list[str]:
         return [d.name for d in self.depends_on if not d.soft]
 

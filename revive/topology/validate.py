@@ -56,6 +56,7 @@ def _duplicates(topology: Topology) -> Iterator[Problem]:
 
 def _unknown_names(topology: Topology) -> Iterator[Problem]:
     dcs = set(topology.dc_names)
+    services = {svc.name for svc in topology.services}
     known_dcs = ", ".join(topology.dc_names)
     for name, tool in topology.ops_tools.items():
         for dc in tool.replicas:
@@ -70,7 +71,7 @@ def _unknown_names(topology: Topology) -> Iterator[Problem]:
                     f"unknown datacenter {dc!r} (declared: {known_dcs})"
                 )
         for j, dep in enumerate(svc.depends_on):
-            if not topology.has_service(dep.name):
+            if dep.name not in services:
                 yield ("services", i, "depends_on", j), f"unknown service {dep.name!r}"
         for j, tool in enumerate(svc.boot_requires):
             if tool not in topology.ops_tools:

@@ -1,0 +1,362 @@
+"""The store's verbs: every read and write of runs, steps, topology versions and audit events.
+
+Callers (CLI, flows, UI, Slack) never build queries themselves; they call these, so the rules
+("a done step stays done", "an active run is a running, real one") live in one place.
+Conventions: the session comes first, everything else is keyword-only; each write commits, so a
+crash between two steps never loses the first; a database failure raises ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from revive.errors import InputError
+from revive.store.db import store_error
+from revive.store.models import (
+    AuditEvent,
+    AuditSource,
+    RunOutcome,
+    RunRecord,
+    StepRecord,
+    StepState,
+    TopologyVersion,
+    TriggerSource,
+    utcnow,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _store_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Roll back and raise ``StoreError`` on database failure, whoever made the session.
+
+    Rolling back leaves the session usable for the caller's next call.
+    """
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            db = args[0]
+            url = None
+            if isinstance(db, Session):
+                db.rollback()
+                bind = db.get_bind()
+                url = getattr(bind, "url", None)
+            raise store_error(exc, url, func.__name__.replace("_", " ")) from exc
+
+    return wrapper
+
+
+# --- topology versions ---------------------------------------------------------------------
+
+
+@_store_errors
+def get_or_create_topology_version(
+    session: Session, *, source: str, content_hash: str, snapshot: dict[str, Any]
+) -> TopologyVersion:
+    """The version with this content hash, recorded now if new: the same topology is one row.
+
+    Safe against two processes recording the same topology at once (the hash is unique).
+    """
+    content_hash = content_hash.lower()
+    if not _SHA256_HEX.fullmatch(content_hash):
+        raise ValueError(f"content_hash must be a sha256 hex digest, got {content_hash!r}")
+    existing = _topology_by_hash(session, content_hash)
+    if existing is not None:
+        return existing
+    version = TopologyVersion(content_hash=content_hash, source=source, snapshot=snapshot)
+    session.add(version)
+    try:
+        session.commit()
+    except IntegrityError:
+        # Someone else recorded it between our read and our write: theirs is the same.
+        session.rollback()
+        existing = _topology_by_hash(session, content_hash)
+        if existing is None:
+            raise
+        return existing
+    return version
+
+
+def _topology_by_hash(session: Session, content_hash: str) -> TopologyVersion | None:
+    statement = select(TopologyVersion).where(TopologyVersion.content_hash == content_hash)
+    return session.exec(statement).first()
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+@_store_errors
+def create_run(
+    session: Session,
+    *,
+    runbook: str,
+    parameters: dict[str, Any],
+    trigger: TriggerSource | str,
+    triggered_by: str,
+    target_dc: str | None = None,
+    dry_run: bool = False,
+    topology_version_id: int | None = None,
+) -> RunRecord:
+    """Record a run as started (outcome ``running``) before anything is done, and return it."""
+    run = RunRecord(
+        runbook=runbook,
+        parameters=dict(parameters),
+        trigger=TriggerSource(trigger),
+        triggered_by=triggered_by,
+        target_dc=target_dc,
+        dry_run=dry_run,
+        topology_version_id=topology_version_id,
+        outcome=RunOutcome.RUNNING,
+        started_at=utcnow(),
+    )
+    session.add(run)
+    session.commit()
+    return run
+
+
+@_store_errors
+def get_run(session: Session, run_id: str) -> RunRecord | None:
+    """The run with this id, or ``None``."""
+    return session.get(RunRecord, run_id)
+
+
+def get_run_or_raise(session: Session, run_id: str) -> RunRecord:
+    """The run with this id; a person asked for it, so an unknown id is ``InputError``."""
+    run = get_run(session, run_id)
+    if run is None:
+        raise InputError(f"no run with id {run_id!r}")
+    return run
+
+
+@_store_errors
+def get_active_run(session: Session, *, runbook: str, target_dc: str | None) -> RunRecord | None:
+    """The real (not dry) run of this runbook against this DC that is still running, if any.
+
+    Used to refuse a second concurrent recovery of the same thing; dry runs never block.
+    """
+    statement = (
+        select(RunRecord)
+        .where(
+            RunRecord.runbook == runbook,
+            RunRecord.outcome == RunOutcome.RUNNING,
+            col(RunRecord.dry_run).is_(False),
+        )
+        .order_by(col(RunRecord.started_at).desc())
+    )
+    if target_dc is None:
+        statement = statement.where(col(RunRecord.target_dc).is_(None))
+    else:
+        statement = statement.where(RunRecord.target_dc == target_dc)
+    return session.exec(statement).first()
+
+
+@_store_errors
+def get_all_runs(session: Session, *, limit: int = 20) -> list[RunRecord]:
+    """The ``limit`` most recent runs, newest first."""
+    statement = select(RunRecord).order_by(col(RunRecord.started_at).desc()).limit(limit)
+    return list(session.exec(statement).all())
+
+
+@_store_errors
+def finish_run(
+    session: Session,
+    run_id: str,
+    *,
+    outcome: RunOutcome | str,
+    summary: dict[str, Any] | None = None,
+) -> RunRecord:
+    """Record how a run ended (not ``running``), when, and its summary if given."""
+    final = RunOutcome(outcome)
+    if final is RunOutcome.RUNNING:
+        raise ValueError("finish_run needs a final outcome, not 'running'")
+    run = get_run_or_raise(session, run_id)
+    run.outcome = final
+    run.ended_at = utcnow()
+    if summary is not None:
+        run.summary = dict(summary)
+    session.add(run)
+    session.commit()
+    return run
+
+
+@_store_errors
+def resume_run(session: Session, run_id: str) -> RunRecord:
+    """Mark a failed, aborted or interrupted run as running again, to continue its steps.
+
+    Its ``done`` steps stay done, so the flow skips them. A succeeded run has nothing left.
+    """
+    run = get_run_or_raise(session, run_id)
+    if run.outcome == RunOutcome.SUCCEEDED:
+        raise InputError(f"run {run_id!r} succeeded; there is nothing to resume")
+    run.outcome = RunOutcome.RUNNING
+    run.ended_at = None
+    session.add(run)
+    session.commit()
+    return run
+
+
+@_store_errors
+def set_prefect_flow_run_id(
+    session: Session, run_id: str, *, prefect_flow_run_id: str
+) -> RunRecord:
+    """Link the run to its Prefect flow run, known only once Prefect has started it."""
+    run = get_run_or_raise(session, run_id)
+    run.prefect_flow_run_id = prefect_flow_run_id
+    session.add(run)
+    session.commit()
+    return run
+
+
+# --- steps ---------------------------------------------------------------------------------
+
+
+def _get_step(session: Session, run_id: str, step_key: str) -> StepRecord | None:
+    statement = select(StepRecord).where(
+        StepRecord.run_id == run_id, StepRecord.step_key == step_key
+    )
+    return session.exec(statement).first()
+
+
+@_store_errors
+def start_step(
+    session: Session,
+    *,
+    run_id: str,
+    step_key: str,
+    action: str,
+    detail: dict[str, Any] | None = None,
+) -> StepRecord:
+    """Record that a step is starting; on resume, a ``done`` step is returned untouched.
+
+    A step left ``started`` (crash) or ``failed`` is started again: state, start time reset.
+    Callers check ``state`` on the result (or ``is_step_done`` first) to know whether to skip.
+    """
+    step = _get_step(session, run_id, step_key)
+    if step is not None and step.state == StepState.DONE:
+        return step
+    if step is None:
+        step = StepRecord(run_id=run_id, step_key=step_key, action=action)
+    step.action = action
+    step.state = StepState.STARTED
+    step.started_at = utcnow()
+    step.ended_at = None
+    if detail is not None:
+        step.detail = dict(detail)
+    session.add(step)
+    session.commit()
+    return step
+
+
+@_store_errors
+def finish_step(
+    session: Session,
+    *,
+    run_id: str,
+    step_key: str,
+    state: StepState | str,
+    detail: dict[str, Any] | None = None,
+) -> StepRecord:
+    """Record how a started step ended (``done`` or ``failed``), when, and its detail if given."""
+    final = StepState(state)
+    if final is StepState.STARTED:
+        raise ValueError("finish_step needs a final state, not 'started'")
+    step = _get_step(session, run_id, step_key)
+    if step is None:
+        raise InputError(f"run {run_id!r} has no step {step_key!r} to finish")
+    step.state = final
+    step.ended_at = utcnow()
+    if detail is not None:
+        step.detail = dict(detail)
+    session.add(step)
+    session.commit()
+    return step
+
+
+@_store_errors
+def is_step_done(session: Session, *, run_id: str, step_key: str) -> bool:
+    """Whether a resumed run may skip this step."""
+    step = _get_step(session, run_id, step_key)
+    return step is not None and step.state == StepState.DONE
+
+
+@_store_errors
+def get_steps(session: Session, *, run_id: str) -> list[StepRecord]:
+    """The run's steps in the order they (last) started."""
+    statement = (
+        select(StepRecord)
+        .where(StepRecord.run_id == run_id)
+        .order_by(col(StepRecord.started_at), col(StepRecord.id))
+    )
+    return list(session.exec(statement).all())
+
+
+def get_step_timings(session: Session, *, run_id: str) -> list[dict[str, Any]]:
+    """Per step: key, action, state and seconds taken (``None`` while unfinished), for reports."""
+    return [
+        {
+            "step_key": step.step_key,
+            "action": step.action,
+            "state": step.state,
+            "seconds": (
+                (step.ended_at - step.started_at).total_seconds()
+                if step.ended_at is not None
+                else None
+            ),
+        }
+        for step in get_steps(session, run_id=run_id)
+    ]
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+@_store_errors
+def create_audit_event(
+    session: Session,
+    *,
+    actor: str,
+    source: AuditSource | str,
+    action: str,
+    target: str,
+    outcome: str,
+    run_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Record who did (or was refused) what, from where; committed at once so it survives."""
+    event = AuditEvent(
+        at=utcnow(),
+        actor=actor,
+        source=AuditSource(source),
+        action=action,
+        target=target,
+        outcome=outcome,
+        run_id=run_id,
+        detail=dict(detail) if detail is not None else None,
+    )
+    session.add(event)
+    session.commit()
+    return event
+
+
+@_store_errors
+def get_audit_events(
+    session: Session, *, run_id: str | None = None, limit: int = 100
+) -> list[AuditEvent]:
+    """The ``limit`` most recent audit events (of one run, if given), newest first."""
+    statement = select(AuditEvent)
+    if run_id is not None:
+        statement = statement.where(AuditEvent.run_id == run_id)
+    statement = statement.order_by(col(AuditEvent.at).desc(), col(AuditEvent.id).desc())
+    return list(session.exec(statement.limit(limit)).all())
