@@ -13,7 +13,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-app.add_typer(check.app, name="check")
+app.command("check")(check.check)
 app.add_typer(plan.app, name="plan")
 app.add_typer(db.app, name="db")
 

@@ -17,12 +17,9 @@ from revive.cli.common import (
 )
 from revive.readiness import Report, Severity, run_check
 
-app = typer.Typer(help="Check a topology against the known DC-loss problems.")
-
 STYLE = {Severity.error: "bold red", Severity.warning: "yellow", Severity.info: "cyan"}
 
 
-@app.callback(invoke_without_command=True)
 def check(
     topology: TopologyOption = DEFAULT_TOPOLOGY,
     as_json: JsonOption = False,
