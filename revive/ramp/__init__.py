@@ -1,0 +1,21 @@
+"""The warm-up ramp controller: a pure function from scraped metrics to the next move."""
+
+from revive.ramp.controller import (
+    Change,
+    Decision,
+    DecisionKind,
+    FeatureCandidate,
+    RampPolicy,
+    Sample,
+    decide,
+)
+
+__all__ = [
+    "Change",
+    "Decision",
+    "DecisionKind",
+    "FeatureCandidate",
+    "RampPolicy",
+    "Sample",
+    "decide",
+]

@@ -1,0 +1,234 @@
+"""Decide the next warm-up move from what a real controller can see: scraped metrics.
+
+After a switchover the surviving DC's caches are cold for the users it takes over, their
+reconnects cost a surge, and its database is the bottleneck (the seed's lesson). The
+controller raises the DC's traffic share in steps sized by measured headroom:
+
+- It never moves on stale evidence: after every change it waits ``settle_s`` so that the
+  reconnect surge and at least one scrape reflect the new share.
+- It prices new traffic as if it all missed the cache: the marginal database utilisation of
+  one unit of share is estimated as ``util / (share * (1 - hit ratio))``. That is never
+  below the true cost of cold traffic, so a step sized by it does not overshoot.
+- A breach (database utilisation, error rate or p99 above the policy's limits) never
+  advances: it backs the share off in proportion to the overload.
+- At full traffic, features go back on one at a time in priority order, each only when the
+  headroom covers its cost plus a margin.
+- No progress for ``stall_after_s`` means the model of the world is wrong: stop, ask a human.
+
+The function is pure: the same samples and state give the same decision, so a ramp can be
+replayed exactly from its recorded metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RampPolicy(BaseModel):
+    """Limits and pacing of a warm-up ramp."""
+
+    model_config = ConfigDict(frozen=True)
+
+    db_util_limit: float = Field(0.9, gt=0, description="Breach above this DB utilisation.")
+    error_rate_limit: float = Field(0.01, ge=0, le=1, description="Breach above this error rate.")
+    p99_limit_ms: float = Field(1500.0, gt=0, description="Breach above this p99 latency.")
+    target_util: float = Field(0.86, gt=0, description="Utilisation a step aims for.")
+    min_step: float = Field(0.01, gt=0, le=1, description="Smaller steps are not worth a move.")
+    max_step: float = Field(0.25, gt=0, le=1, description="Largest single move.")
+    settle_s: float = Field(20.0, ge=0, description="Wait after a change before judging it.")
+    surge_allowance: float = Field(
+        0.25, ge=0, description="Extra load while moved users reconnect, relative to theirs."
+    )
+    feature_margin: float = Field(0.05, ge=0, description="Headroom kept beyond a feature.")
+    stall_after_s: float = Field(
+        1800.0, gt=0, description="Below full, this long without advancing: ask a human."
+    )
+    window: int = Field(3, ge=1, description="Recent samples judged together (noise).")
+
+
+class DecisionKind(StrEnum):
+    advance = "advance"
+    hold = "hold"
+    back_off = "back_off"
+    stall = "stall"
+    enable_feature = "enable_feature"
+
+
+class Sample(BaseModel):
+    """One scrape of the recovering DC's metrics, as /metrics reported it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    t: float
+    share: float
+    db_util: float
+    p99_ms: float
+    error_rate: float
+    retry_ratio: float = 0.0
+    cache_hit_ratio: float = 0.0
+
+
+class FeatureCandidate(BaseModel):
+    """A feature still off; ``cost`` is its share of the DC's load when on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    service: str
+    name: str
+    priority: int
+    cost: float
+
+
+class Change(BaseModel):
+    """A traffic move the controller made earlier: when, and from which share to which."""
+
+    model_config = ConfigDict(frozen=True)
+
+    t: float
+    share_from: float
+    share_to: float
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    kind: DecisionKind
+    share: float
+    reason: str
+    feature: FeatureCandidate | None = None
+
+
+def is_breach(sample: Sample, policy: RampPolicy) -> bool:
+    return (
+        sample.db_util > policy.db_util_limit
+        or sample.error_rate > policy.error_rate_limit
+        or sample.p99_ms > policy.p99_limit_ms
+    )
+
+
+def decide(
+    samples: Sequence[Sample],
+    *,
+    share: float,
+    policy: RampPolicy,
+    now: float,
+    last_change_t: float | None = None,
+    last_advance_t: float | None = None,
+    features_off: Sequence[FeatureCandidate] = (),
+    changes: Sequence[Change] = (),
+) -> Decision:
+    """The next move for a DC at ``share``, given every scrape so far (oldest first)."""
+    if not samples:
+        return Decision(kind=DecisionKind.hold, share=share, reason="no metrics scraped yet")
+    latest = samples[-1]
+    if is_breach(latest, policy):
+        return _back_off(latest, share, policy)
+    settled_since = (last_change_t or float("-inf")) + policy.settle_s
+    if now < settled_since or latest.t < settled_since:
+        return Decision(kind=DecisionKind.hold, share=share, reason="settling after a change")
+    recent = [s for s in samples[-policy.window :] if s.t >= settled_since]
+    util = max(s.db_util for s in recent)
+    if share >= 1.0 - 1e-9:
+        return _next_feature(util, share, policy, features_off)
+    since = last_advance_t if last_advance_t is not None else samples[0].t
+    if now - since >= policy.stall_after_s:
+        return Decision(
+            kind=DecisionKind.stall,
+            share=share,
+            reason=(
+                f"no advance for {now - since:.0f} s at {share:.0%} "
+                f"(db util {util:.2f}): check the bottleneck before going on"
+            ),
+        )
+    cost = _marginal_cost(samples, changes, policy) or _cold_cost(util, share, latest, policy)
+    step = (policy.target_util - util) / cost
+    step = min(step, policy.max_step, 1.0 - share)
+    if step < min(policy.min_step, 1.0 - share):
+        return Decision(
+            kind=DecisionKind.hold,
+            share=share,
+            reason=(
+                f"db util {util:.2f}, waiting for the cache to warm "
+                f"(hit {latest.cache_hit_ratio:.0%})"
+            ),
+        )
+    target = min(1.0, share + step)
+    if 1.0 - target < policy.min_step:
+        target = 1.0 if step >= 1.0 - share else target
+    return Decision(
+        kind=DecisionKind.advance,
+        share=round(target, 4),
+        reason=f"db util {util:.2f} leaves room for {step:.1%} more traffic",
+    )
+
+
+def _cold_cost(util: float, share: float, latest: Sample, policy: RampPolicy) -> float:
+    """Utilisation per unit of share if new traffic all missed the cache, plus its surge.
+
+    ``util / (share * miss ratio)`` over-prices cold traffic (writes do not shrink as the
+    cache warms), so it is the safe guess before any move has been observed.
+    """
+    miss = max(1.0 - latest.cache_hit_ratio, 0.05)
+    return util / (max(share, 0.01) * miss) * (1.0 + policy.surge_allowance)
+
+
+def _marginal_cost(
+    samples: Sequence[Sample], changes: Sequence[Change], policy: RampPolicy
+) -> float | None:
+    """Utilisation per unit of share that past advances actually cost, surge included.
+
+    Each advance is judged by the first sample after it settled against the last sample
+    before it. Averaging weighted by the size of the move lets the large early moves,
+    whose jumps stand far above the noise, dominate the small late ones.
+    """
+    moved = jump_sum = 0.0
+    for change in changes:
+        size = change.share_to - change.share_from
+        if size <= 0:
+            continue
+        before = [s for s in samples if s.t <= change.t]
+        after = [s for s in samples if s.t >= change.t + policy.settle_s]
+        if not before or not after:
+            continue
+        moved += size
+        jump_sum += after[0].db_util - before[-1].db_util
+    if moved <= 0 or jump_sum <= 0:
+        return None
+    return jump_sum / moved
+
+
+def _back_off(latest: Sample, share: float, policy: RampPolicy) -> Decision:
+    overload = max(latest.db_util / policy.target_util, 1.0)
+    factor = min(0.9, 1.0 / overload)
+    target = round(max(0.0, share * factor), 4)
+    return Decision(
+        kind=DecisionKind.back_off,
+        share=target,
+        reason=(
+            f"breach: db util {latest.db_util:.2f}, errors {latest.error_rate:.2%}, "
+            f"p99 {latest.p99_ms:.0f} ms"
+        ),
+    )
+
+
+def _next_feature(
+    util: float, share: float, policy: RampPolicy, features_off: Sequence[FeatureCandidate]
+) -> Decision:
+    if not features_off:
+        return Decision(kind=DecisionKind.hold, share=share, reason="full traffic, all features on")
+    feature = min(features_off, key=lambda f: (f.priority, f.service, f.name))
+    if util * (1.0 + feature.cost) + policy.feature_margin <= policy.target_util:
+        return Decision(
+            kind=DecisionKind.enable_feature,
+            share=share,
+            feature=feature,
+            reason=f"headroom covers {feature.service}/{feature.name} (+{feature.cost:.0%})",
+        )
+    return Decision(
+        kind=DecisionKind.hold,
+        share=share,
+        reason=f"db util {util:.2f}: not enough headroom for {feature.service}/{feature.name}",
+    )
