@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from revive.cli import check, db, plan
+from revive.cli import check, db, plan, sim
 
 app = typer.Typer(
     name="revive",
@@ -16,6 +16,7 @@ app = typer.Typer(
 app.command("check")(check.check)
 app.add_typer(plan.app, name="plan")
 app.add_typer(db.app, name="db")
+app.add_typer(sim.app, name="sim")
 
 
 def main() -> None:

@@ -33,20 +33,25 @@ class RampPolicy(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     db_util_limit: float = Field(0.9, gt=0, description="Breach above this DB utilisation.")
-    error_rate_limit: float = Field(0.01, ge=0, le=1, description="Breach above this error rate.")
+    error_rate_limit: float = Field(
+        0.01, ge=0, le=1, description="Breach when errors exceed the pre-ramp rate by this."
+    )
     p99_limit_ms: float = Field(1500.0, gt=0, description="Breach above this p99 latency.")
-    target_util: float = Field(0.86, gt=0, description="Utilisation a step aims for.")
-    min_step: float = Field(0.01, gt=0, le=1, description="Smaller steps are not worth a move.")
+    target_util: float = Field(0.88, gt=0, description="Utilisation a step aims for.")
+    min_step: float = Field(0.005, gt=0, le=1, description="Smaller steps are not worth a move.")
     max_step: float = Field(0.25, gt=0, le=1, description="Largest single move.")
     settle_s: float = Field(20.0, ge=0, description="Wait after a change before judging it.")
     surge_allowance: float = Field(
         0.25, ge=0, description="Extra load while moved users reconnect, relative to theirs."
     )
+    cooldown_s: float = Field(
+        180.0, ge=0, description="No advance this long after a back-off (moved users churn)."
+    )
     feature_margin: float = Field(0.05, ge=0, description="Headroom kept beyond a feature.")
     stall_after_s: float = Field(
         1800.0, gt=0, description="Below full, this long without advancing: ask a human."
     )
-    window: int = Field(3, ge=1, description="Recent samples judged together (noise).")
+    window: int = Field(2, ge=1, description="Recent samples judged together (noise).")
 
 
 class DecisionKind(StrEnum):
@@ -101,10 +106,12 @@ class Decision(BaseModel):
     feature: FeatureCandidate | None = None
 
 
-def is_breach(sample: Sample, policy: RampPolicy) -> bool:
+def is_breach(sample: Sample, policy: RampPolicy, baseline_error_rate: float = 0.0) -> bool:
+    """Over a limit; errors count above the rate seen before the ramp began, because
+    components lost with the DC fail at a rate no ramp can change."""
     return (
         sample.db_util > policy.db_util_limit
-        or sample.error_rate > policy.error_rate_limit
+        or sample.error_rate > baseline_error_rate + policy.error_rate_limit
         or sample.p99_ms > policy.p99_limit_ms
     )
 
@@ -119,14 +126,20 @@ def decide(
     last_advance_t: float | None = None,
     features_off: Sequence[FeatureCandidate] = (),
     changes: Sequence[Change] = (),
+    baseline_error_rate: float = 0.0,
 ) -> Decision:
     """The next move for a DC at ``share``, given every scrape so far (oldest first)."""
     if not samples:
         return Decision(kind=DecisionKind.hold, share=share, reason="no metrics scraped yet")
     latest = samples[-1]
-    if is_breach(latest, policy):
+    if is_breach(latest, policy, baseline_error_rate):
         return _back_off(latest, share, policy)
     settled_since = (last_change_t or float("-inf")) + policy.settle_s
+    last_back_off = max((c.t for c in changes if c.share_to < c.share_from), default=None)
+    if last_back_off is not None and now < last_back_off + policy.cooldown_s:
+        return Decision(
+            kind=DecisionKind.hold, share=share, reason="cooling down after a back-off"
+        )
     if now < settled_since or latest.t < settled_since:
         return Decision(kind=DecisionKind.hold, share=share, reason="settling after a change")
     recent = [s for s in samples[-policy.window :] if s.t >= settled_since]
@@ -144,7 +157,8 @@ def decide(
             ),
         )
     cost = _marginal_cost(samples, changes, policy) or _cold_cost(util, share, latest, policy)
-    step = (policy.target_util - util) / cost
+    headroom = policy.target_util - util
+    step = headroom / cost if cost > 0 else (policy.max_step if headroom > 0 else 0.0)
     step = min(step, policy.max_step, 1.0 - share)
     if step < min(policy.min_step, 1.0 - share):
         return Decision(
@@ -180,21 +194,25 @@ def _marginal_cost(
 ) -> float | None:
     """Utilisation per unit of share that past advances actually cost, surge included.
 
-    Each advance is judged by the first sample after it settled against the last sample
-    before it. Averaging weighted by the size of the move lets the large early moves,
-    whose jumps stand far above the noise, dominate the small late ones.
+    An advance is judged by the highest utilisation scraped after it (within the settle
+    time plus one scrape, and before the next change) against the last scrape before it.
+    Averaging weighted by the size of the move lets the large early moves, whose jumps
+    stand far above the noise, dominate the small late ones.
     """
     moved = jump_sum = 0.0
-    for change in changes:
+    for i, change in enumerate(changes):
         size = change.share_to - change.share_from
         if size <= 0:
             continue
-        before = [s for s in samples if s.t <= change.t]
-        after = [s for s in samples if s.t >= change.t + policy.settle_s]
+        until = change.t + policy.settle_s + 10.0
+        if i + 1 < len(changes):
+            until = min(until, changes[i + 1].t)
+        before = [s.db_util for s in samples if s.t <= change.t]
+        after = [s.db_util for s in samples if change.t < s.t <= until]
         if not before or not after:
             continue
         moved += size
-        jump_sum += after[0].db_util - before[-1].db_util
+        jump_sum += max(after) - before[-1]
     if moved <= 0 or jump_sum <= 0:
         return None
     return jump_sum / moved

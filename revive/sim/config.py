@@ -60,7 +60,7 @@ class SimConfig(BaseModel):
     reconnect_window_s: float = Field(120.0, gt=0, description="Over which reconnects spread.")
 
     traffic_noise: float = Field(
-        0.01, ge=0, lt=0.5, description="Std. dev. of the AR(1) wobble on user traffic."
+        0.005, ge=0, lt=0.5, description="Std. dev. of the AR(1) wobble on user traffic."
     )
     traffic_noise_memory_s: float = Field(60.0, gt=0, description="Wobble correlation time.")
     database_services: tuple[str, ...] | None = Field(

@@ -1,0 +1,42 @@
+"""bench/ramp.py runs end to end on its smallest scenario and reports what it promises."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[2] / "bench" / "ramp.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("revive_bench_ramp", PATH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while defining
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_json_report_has_every_policy_and_field(bench, capsys) -> None:
+    assert bench.main(["--seeds", "1", "--scenario", "small", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    (scenario,) = report["scenarios"]
+    assert scenario["name"] == "small"
+    assert set(scenario["policies"]) == {"revive", "instant", "fixed", "oracle"}
+    for summary in scenario["policies"].values():
+        assert {"time_to_full_s", "peak_db_util", "breach_seconds", "error_share_seconds",
+                "worst_time_to_full_s"} <= set(summary)
+    policies = scenario["policies"]
+    assert policies["instant"]["breach_seconds"] > 0
+    assert policies["oracle"]["breach_seconds"] == 0
+
+
+def test_the_oracle_never_exceeds_the_limit(bench) -> None:
+    result = bench.run(bench.SCENARIOS[0], "oracle", seed=2)
+    assert result["peak_db_util"] <= 0.9
+    assert result["time_to_full_s"] is not None
