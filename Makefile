@@ -29,6 +29,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/ramp.py
 
 clean:
 	rm -rf $(VENV) .revive .pytest_cache .ruff_cache .hypothesis
