@@ -89,14 +89,11 @@ class Simulator:
         if weights != self._seen_weights:
             self.load.set_shares(weights, self.clock.now)
             self._seen_weights = weights
-        enabled = np.array([estate.enabled_feature_cost(s.name) for s in self._others])
-        feature_factor = (
-            1.0
-            + sum(
-                s.peak_load * estate.enabled_feature_cost(s.name) for s in self.topology.services
-            )
-            / max(sum(s.peak_load for s in self.topology.services), 1e-9)
-        ) / self._full_factor
+        cost = {s.name: estate.enabled_feature_cost(s.name) for s in self.topology.services}
+        enabled = np.array([cost[s.name] for s in self._others])
+        all_peak = max(sum(s.peak_load for s in self.topology.services), 1e-9)
+        extra = sum(s.peak_load * cost[s.name] for s in self.topology.services) / all_peak
+        feature_factor = (1.0 + extra) / self._full_factor
         service_factor = (1.0 + enabled) / (1.0 + self._full_cost)
         stale = {
             (svc, dc) for svc, dc, target in estate.stale_ip_services() if not estate.dc_up(target)
