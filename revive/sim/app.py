@@ -14,6 +14,7 @@ which moves virtual time only when every joined participant waits. Every handler
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -106,6 +107,52 @@ class WaitBody(_Body):
     until: float | None = Field(None, allow_inf_nan=False)
     for_s: float | None = Field(None, ge=0, allow_inf_nan=False)
     actions: list[str] | None = None
+    any: bool = False
+
+
+class ReplicaRouting:
+    """Serve ``/r/{tool}/{dc}/...`` as that ops-tool replica would: 503 while it is down.
+
+    Every ops tool in the topology has one replica per DC; clients address a replica by
+    this prefix, so their failover between replicas is exercised for real over HTTP.
+    """
+
+    def __init__(self, app: Any, estate: Any) -> None:
+        self.app, self.estate = app, estate
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/r/"):
+            parts = scope["path"].split("/", 4)
+            if len(parts) < 4:
+                await _send_json(
+                    send, 404, {"error": "use /r/{tool}/{dc}/...", "kind": "UnknownTarget"}
+                )
+                return
+            tool, dc = parts[2], parts[3]
+            try:
+                view = self.estate.replica(tool, dc)
+            except SimError as exc:
+                await _send_json(
+                    send, status_of(exc), {"error": str(exc), "kind": type(exc).__name__}
+                )
+                return
+            if not view.reachable:
+                body = {"error": f"{tool} replica in {dc} is unreachable", "kind": "Unavailable"}
+                await _send_json(send, 503, body)
+                return
+            rest = "/" + (parts[4] if len(parts) > 4 else "")
+            scope = {**scope, "path": rest, "raw_path": rest.encode()}
+        await self.app(scope, receive, send)
+
+
+async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def create_app(sim: Simulator) -> FastAPI:
@@ -117,6 +164,7 @@ def create_app(sim: Simulator) -> FastAPI:
         finished=lambda aid: estate.action(aid).state in (ActionState.done, ActionState.failed),
     )
     app.state.sim, app.state.barrier = sim, barrier
+    app.add_middleware(ReplicaRouting, estate=estate)
 
     @app.exception_handler(SimError)
     async def sim_error(request: Request, exc: SimError) -> JSONResponse:
@@ -307,5 +355,7 @@ def _clock_routes(app: FastAPI, sim: Simulator, barrier: ClockBarrier) -> None:
         if body.until is not None and body.for_s is not None:
             raise BadRequest("give until or for_s, not both")
         until = body.until if body.for_s is None else sim.clock.now + body.for_s
-        now = await barrier.wait(body.participant, until=until, actions=body.actions)
+        now = await barrier.wait(
+            body.participant, until=until, actions=body.actions, any_action=body.any
+        )
         return {"now": now}

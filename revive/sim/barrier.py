@@ -96,16 +96,19 @@ class ClockBarrier:
         until: float | None = None,
         actions: list[str] | None = None,
         done: Callable[[], bool] | None = None,
+        any_action: bool = False,
     ) -> float:
         """Block until virtual time reaches ``until`` or the goal holds; return the time then.
 
-        The goal is that every listed action has finished and ``done()`` (if given) is true.
+        The goal is that every listed action has finished (with ``any_action``: at least one,
+        so a runbook can wait for "the next of my restarts to end") and ``done()`` (if given)
+        is true.
         Any wait ends after at most ``max_wait_s`` virtual seconds (so a wait on an action
         that can never finish cannot hang, nor can a huge ``until`` spin the clock). A
         condition that already holds returns at once without moving the clock. ``pid=None``
         joins for the duration of this call.
         """
-        goal = self._goal(actions, done)
+        goal = self._goal(actions, done, any_action=any_action)
         if until is None and goal is None:
             raise BadRequest("wait needs until, actions or done")
         if until is not None and math.isnan(until):
@@ -129,7 +132,11 @@ class ClockBarrier:
         return self._participants[pid]
 
     def _goal(
-        self, actions: list[str] | None, done: Callable[[], bool] | None
+        self,
+        actions: list[str] | None,
+        done: Callable[[], bool] | None,
+        *,
+        any_action: bool = False,
     ) -> Callable[[], bool] | None:
         """The goal predicate; checks every action id now, so a typo fails before waiting."""
         ids = list(actions or [])
@@ -142,8 +149,10 @@ class ClockBarrier:
         if not ids and done is None:
             return None
 
+        combine = any if any_action and ids else all
+
         def goal() -> bool:
-            ok = finished is None or all(finished(a) for a in ids)
+            ok = finished is None or combine(finished(a) for a in ids)
             return ok and (done is None or done())
 
         return goal
