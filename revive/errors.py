@@ -7,7 +7,14 @@ derive from ``InputError`` and make the CLI exit with status 2 and a located mes
     ├── InputError            bad input from a person: exit 2, nothing changed
     │   ├── TopologyError     the topology file is invalid (carries every located issue)
     │   └── PlanningError     a plan was asked for something the topology does not have
-    └── StoreError            the database could not be reached or migrated
+    ├── StoreError            the database could not be reached or migrated
+    └── OpsError              an ops tool failed or refused; carries the tool and target
+        ├── TransientOpsError     worth retrying: timeouts, 5xx, every replica unreachable
+        └── PermanentOpsError     retrying will not help: the tool said no
+            ├── NotFoundError         unknown service, DC, artifact or action
+            ├── QuotaError            the compute API has no quota left
+            ├── ConflictError         busy, or not possible in the current state
+            └── DependencyError       something the action needs is gone (tool, artifact)
 """
 
 from __future__ import annotations
@@ -52,3 +59,36 @@ class PlanningError(InputError):
 
 class StoreError(ReviveError):
     """The store could not be opened, migrated or written."""
+
+
+class OpsError(ReviveError):
+    """An ops tool failed or refused. ``tool`` and ``target`` say which and on what."""
+
+    def __init__(self, message: str, *, tool: str = "", target: str = "") -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.target = target
+
+
+class TransientOpsError(OpsError):
+    """Worth retrying later: a timeout, a 5xx, every replica unreachable."""
+
+
+class PermanentOpsError(OpsError):
+    """The tool understood and said no; retrying the same request will not help."""
+
+
+class NotFoundError(PermanentOpsError):
+    """Unknown service, DC, artifact or action."""
+
+
+class QuotaError(PermanentOpsError):
+    """The compute API has no quota left for the request."""
+
+
+class ConflictError(PermanentOpsError):
+    """Busy, or not possible in the current state (e.g. restart of a missing component)."""
+
+
+class DependencyError(PermanentOpsError):
+    """Something the action needs is gone: a boot-time tool, an artifact, a registry."""

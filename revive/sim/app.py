@@ -5,7 +5,8 @@ app instead of production is what makes a drill exercise the real code path. The
 small and regular: reads are ``GET``, instant changes ``PUT``/``POST`` answering 200, actions
 answer 202 with an action id to poll, and every simulator error is one JSON shape
 ``{"error": message, "kind": class name}`` with a status an adapter can map (404 unknown
-name, 409 conflict or quota, 422 bad argument, 503 something needed is down).
+name, 409 conflict or quota, 422 bad argument, 424 something the action needs is down; 503
+only from ``ReplicaRouting``, when the addressed replica itself is unreachable).
 
 Time: nothing here sleeps on the wall clock. ``/clock/wait`` blocks on the ``ClockBarrier``,
 which moves virtual time only when every joined participant waits. Every handler is
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Request
+from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -47,13 +48,22 @@ _STATUS: list[tuple[type[SimError], int]] = [
     (BadRequest, 422),
     (QuotaExceeded, 409),
     (Conflict, 409),
-    (Unavailable, 503),  # ArtifactMissing included
+    # ArtifactMissing included. 424, not 503: the request reached a healthy replica and the
+    # action depends on something that is gone; 503 means "this replica is unreachable" and
+    # makes clients fail over (see ReplicaRouting).
+    (Unavailable, 424),
 ]
 
 
 def status_of(exc: SimError) -> int:
     """HTTP status for a simulator error (500 for a SimError this table does not know)."""
     return next((code for cls, code in _STATUS if isinstance(exc, cls)), 500)
+
+
+RequestId = Annotated[
+    str | None,
+    Query(max_length=200, description="Idempotency key: the same key never starts twice."),
+]
 
 
 class _Body(BaseModel):
@@ -178,6 +188,19 @@ def create_app(sim: Simulator) -> FastAPI:
     def ok() -> dict[str, Any]:
         return {"ok": True, "time": sim.clock.now}
 
+    started: dict[str, str] = {}  # request_id -> action id: a resent action starts nothing
+
+    def once(request_id: str | None, start: Callable[[], str]) -> dict[str, str]:
+        """Start an action, unless this request id already started one: then return that."""
+        if request_id is not None and request_id in started:
+            return {"action": started[request_id]}
+        action = start()
+        if request_id is not None:
+            started[request_id] = action
+        return {"action": action}
+
+    app.state.started = started
+
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
         return ok()
@@ -201,6 +224,16 @@ def create_app(sim: Simulator) -> FastAPI:
             },
         }
 
+    @app.get("/tools")
+    async def tools() -> dict[str, Any]:
+        """Reachability of every ops-tool replica: {tool: {dc: reachable}}."""
+        return {
+            "tools": {
+                name: {dc: estate.replica(name, dc).reachable for dc in tool.replicas}
+                for name, tool in sim.topology.ops_tools.items()
+            }
+        }
+
     # --- services, compute, actions --------------------------------------------------------
 
     @app.get("/services/{dc}/{service}")
@@ -208,24 +241,30 @@ def create_app(sim: Simulator) -> FastAPI:
         return asdict(estate.state(service, dc))
 
     @app.post("/services/{dc}/{service}/restart", status_code=ACCEPTED)
-    async def restart(dc: str, service: str) -> dict[str, str]:
-        return {"action": estate.restart(service, dc)}
+    async def restart(dc: str, service: str, request_id: RequestId = None) -> dict[str, str]:
+        return once(request_id, lambda: estate.restart(service, dc))
 
     @app.post("/services/{dc}/{service}/patch", status_code=ACCEPTED)
-    async def patch(dc: str, service: str, body: PatchBody) -> dict[str, str]:
-        return {"action": estate.patch(service, dc, body.version)}
+    async def patch(
+        dc: str, service: str, body: PatchBody, request_id: RequestId = None
+    ) -> dict[str, str]:
+        return once(request_id, lambda: estate.patch(service, dc, body.version))
 
     @app.post("/services/{dc}/{service}/rollback", status_code=ACCEPTED)
-    async def rollback(dc: str, service: str) -> dict[str, str]:
-        return {"action": estate.rollback(service, dc)}
+    async def rollback(dc: str, service: str, request_id: RequestId = None) -> dict[str, str]:
+        return once(request_id, lambda: estate.rollback(service, dc))
 
     @app.post("/services/{dc}/{service}/deploy", status_code=ACCEPTED)
-    async def deploy(dc: str, service: str, body: DeployBody) -> dict[str, str]:
-        return {"action": estate.deploy(service, dc, body.instances, body.version)}
+    async def deploy(
+        dc: str, service: str, body: DeployBody, request_id: RequestId = None
+    ) -> dict[str, str]:
+        return once(request_id, lambda: estate.deploy(service, dc, body.instances, body.version))
 
     @app.post("/compute/{dc}/provision", status_code=ACCEPTED)
-    async def provision(dc: str, body: ProvisionBody) -> dict[str, str]:
-        return {"action": estate.provision(body.service, dc, body.count)}
+    async def provision(
+        dc: str, body: ProvisionBody, request_id: RequestId = None
+    ) -> dict[str, str]:
+        return once(request_id, lambda: estate.provision(body.service, dc, body.count))
 
     @app.get("/actions")
     async def actions() -> dict[str, Any]:
@@ -243,9 +282,11 @@ def create_app(sim: Simulator) -> FastAPI:
         return {"dc": dc, "artifacts": [{"artifact": a, "version": v} for a, v in held]}
 
     @app.post("/registry/copy", status_code=ACCEPTED)
-    async def copy(body: CopyBody) -> dict[str, str]:
+    async def copy(body: CopyBody, request_id: RequestId = None) -> dict[str, str]:
         b = body
-        return {"action": estate.copy_artifact(b.artifact, b.version, b.src_dc, b.dst_dc)}
+        return once(
+            request_id, lambda: estate.copy_artifact(b.artifact, b.version, b.src_dc, b.dst_dc)
+        )
 
     @app.post("/registry/{dc}/push")
     async def push(dc: str, body: PushBody) -> dict[str, Any]:

@@ -8,20 +8,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from revive.ops.models import RetryPolicy
 
-class RetryPolicy(BaseModel):
-    """Client retry rules pushed through the config store (the seed's anti-self-DDoS rule).
-
-    ``budget`` caps retries as a share of first attempts (gRPC/Finagle-style retry budget);
-    ``max_attempts`` counts the first try; backoff is full-jitter exponential.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    budget: float = Field(0.1, ge=0, le=1)
-    max_attempts: int = Field(3, ge=1, le=10)
-    base_backoff_s: float = Field(0.1, gt=0)
-    max_backoff_s: float = Field(5.0, gt=0)
+__all__ = ["RetryPolicy", "SimConfig"]
 
 
 class SimConfig(BaseModel):

@@ -168,6 +168,8 @@ class RunRecord(StoreModel, table=True):
         default=RunOutcome.RUNNING, sa_type=StrEnumType(RunOutcome), index=True
     )
     summary: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    abort_requested_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    abort_requested_by: str | None = Field(default=None)
 
 
 class StepRecord(StoreModel, table=True):

@@ -360,3 +360,24 @@ def get_audit_events(
         statement = statement.where(AuditEvent.run_id == run_id)
     statement = statement.order_by(col(AuditEvent.at).desc(), col(AuditEvent.id).desc())
     return list(session.exec(statement.limit(limit)).all())
+
+
+@_store_errors
+def request_abort(session: Session, run_id: str, *, by: str) -> RunRecord:
+    """Ask a running run to stop after its current step; a finished run cannot be aborted."""
+    run = get_run_or_raise(session, run_id)
+    if run.outcome != RunOutcome.RUNNING:
+        raise InputError(f"run {run_id!r} is {run.outcome}; only a running run can be aborted")
+    if run.abort_requested_at is None:
+        run.abort_requested_at = utcnow()
+        run.abort_requested_by = by
+        session.add(run)
+        session.commit()
+    return run
+
+
+@_store_errors
+def is_abort_requested(session: Session, run_id: str) -> bool:
+    run = get_run_or_raise(session, run_id)
+    session.refresh(run)
+    return run.abort_requested_at is not None

@@ -109,6 +109,5 @@ def test_the_example_has_every_flaw_the_seed_describes() -> None:
     assert any(rule == "caches-dependency-ips" for rule, _ in got)
     assert ("dependency-on-lower-tier", "messaging-app") in got
     assert ("health-checker-replicas", "health-checker") in got
-    assert ("ops-tool-replicas", "registry") in got
+    assert ("ops-tool-replicas", "pager") in got
     assert any(rule == "dc-capacity" for rule, _ in got)
-    assert any(rule == "boot-tool-reachable" for rule, _ in got)

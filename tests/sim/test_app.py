@@ -109,7 +109,7 @@ def test_services_and_their_errors() -> None:
 def test_patch_rollback_deploy_and_provision() -> None:
     async def script(client: httpx.AsyncClient) -> None:
         missing = await client.post("/services/dc1/front/patch", json={"version": "v2"})
-        assert "v2" in error(missing, 503, "ArtifactMissing")
+        assert "v2" in error(missing, 424, "ArtifactMissing")
         no_body = await client.post("/services/dc1/front/patch", json={})
         assert "version" in error(no_body, 422, "BadRequest")
         v2 = {"artifact": "front", "version": "v2"}
@@ -185,7 +185,7 @@ def test_faults_and_the_errors_they_cause() -> None:
         assert health["healthy"]["front"] == 4 and health["checked_at"] == 0.0
         assert (await client.post("/faults/power-loss/dc1")).json()["ok"] is True
         down = await client.post("/services/dc1/front/restart")
-        assert "dc1" in error(down, 503, "Unavailable")
+        assert "dc1" in error(down, 424, "Unavailable")
         await client.post("/faults/power-restore/dc1")
         restart = await client.post("/services/dc1/front/restart")
         assert restart.status_code == 202
@@ -208,7 +208,7 @@ def test_faults_and_the_errors_they_cause() -> None:
         error(await client.post("/faults/tool-down/ghost/dc1"), 404, "UnknownTarget")
         for dc in ("dc1", "dc2"):
             await client.post(f"/faults/tool-down/health/{dc}")
-        error(await client.get("/health/dc2"), 503, "Unavailable")
+        error(await client.get("/health/dc2"), 424, "Unavailable")
 
     sim = drive(script)
     assert sim.estate.replica("compute", "dc2").extra_latency_s == 0.0
