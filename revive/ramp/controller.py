@@ -21,6 +21,7 @@ replayed exactly from its recorded metrics.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from enum import StrEnum
 
@@ -221,7 +222,7 @@ def _marginal_cost(
 def _back_off(latest: Sample, share: float, policy: RampPolicy) -> Decision:
     overload = max(latest.db_util / policy.target_util, 1.0)
     factor = min(0.9, 1.0 / overload)
-    target = round(max(0.0, share * factor), 4)
+    target = math.floor(max(0.0, share * factor) * 10_000) / 10_000  # never rounds up
     return Decision(
         kind=DecisionKind.back_off,
         share=target,

@@ -1,0 +1,237 @@
+"""What every runbook flow shares: parameters, the run, the tools, progress and chat.
+
+``open_run`` opens (or resumes) the run record, builds the toolbox, posts the living chat
+message and a Prefect progress artifact, and closes everything whatever happens. Inside,
+``RunContext.start`` runs an action at most once per run: a step already done is skipped,
+and a step in flight on a crashed run is re-sent with the same request id, which the tool
+answers with the action it already started.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
+from prefect.context import FlowRunContext
+from pydantic import BaseModel, Field
+
+from revive.chat.models import RunCard, RunStatus, StepNote, Trigger
+from revive.chat.sink import ChatSink, chat_from_env
+from revive.errors import PermanentOpsError, ReviveError
+from revive.ops.models import ActionRef
+from revive.ops.toolbox import Toolbox, build_toolbox
+from revive.runs import RunSession
+from revive.store.models import RunOutcome, StepState, TriggerSource
+from revive.topology import DEFAULT_PATH, Environment, Topology, load
+
+SIM_URL_ENV = "REVIVE_SIM_URL"
+
+
+class RunAborted(ReviveError):
+    """Someone asked the run to stop; it stopped between steps."""
+
+
+class RunbookParams(BaseModel):
+    """Parameters every runbook takes (the Prefect UI renders them as a form)."""
+
+    topology: str = Field(str(DEFAULT_PATH), min_length=1, description="Topology file.")
+    target_dc: str = Field("dc2", min_length=1, description="The DC this runbook acts on.")
+    sim_url: str | None = Field(
+        None, description=f"Simulator to act on (drills); default ${SIM_URL_ENV}."
+    )
+    run_from_dc: str | None = Field(
+        None, description="The DC this run executes from; its tool replicas are tried first."
+    )
+    dry_run: bool = Field(False, description="Show the plan and change nothing.")
+    triggered_by: str = Field("unknown", description="Who started the run.")
+    trigger: TriggerSource = Field(TriggerSource.UI, description="What started the run.")
+    resume: str | None = Field(None, description="Continue this run id, skipping done steps.")
+
+
+@dataclass
+class RunContext:
+    runbook: str
+    params: RunbookParams
+    topology: Topology
+    tools: Toolbox
+    run: RunSession
+    chat: ChatSink
+    environment: Environment
+    highlights: list[str] = field(default_factory=list)
+    outcome: str | None = None
+    _artifact: Any = None
+    _pushed: float = 0.0
+
+    @property
+    def target_dc(self) -> str:
+        return self.params.target_dc
+
+    @property
+    def dry_run(self) -> bool:
+        return self.params.dry_run
+
+    def log(self, message: str, *args: Any) -> None:
+        get_run_logger().info(message, *args)
+
+    # --- steps -------------------------------------------------------------------------------
+
+    def is_done(self, key: str) -> bool:
+        return self.run.step_state(key)[0] == StepState.DONE
+
+    async def start(
+        self, key: str, action: str, starter: Callable[[str], Awaitable[ActionRef]]
+    ) -> ActionRef | None:
+        """Start an action once per run; None if a resumed run had finished it already."""
+        self.check_abort()
+        if self.is_done(key):
+            return None
+        self.run.begin(key, action, {"request_id": self.run.request_id(key)})
+        try:
+            return await starter(self.run.request_id(key))
+        except PermanentOpsError as exc:
+            await self.settle(key, ok=False, detail={"error": str(exc)})
+            raise
+
+    async def settle(self, key: str, *, ok: bool, detail: dict[str, Any] | None = None,
+                     note: str | None = None) -> None:
+        self.run.end(key, StepState.DONE if ok else StepState.FAILED, detail)
+        if note or not ok:
+            text = note or f"{key} failed: {(detail or {}).get('error', '')}"
+            await self.chat.note(StepNote(run_id=self.run.run_id, step_key=key, text=text, ok=ok))
+        await self.push()
+
+    async def instant(
+        self, key: str, action: str, apply: Callable[[], Awaitable[Any]], note: str | None = None
+    ) -> bool:
+        """An instant change (weights, flags): applied once per run, recorded like an action."""
+        self.check_abort()
+        if self.is_done(key):
+            return False
+        self.run.begin(key, action)
+        await apply()
+        await self.settle(key, ok=True, note=note)
+        return True
+
+    def check_abort(self) -> None:
+        if self.run.abort_requested():
+            raise RunAborted(f"run {self.run.run_id} was asked to abort")
+
+    def highlight(self, line: str) -> None:
+        self.highlights.append(line)
+
+    # --- progress ----------------------------------------------------------------------------
+
+    def plan_steps(self, count: int) -> None:
+        self.run.progress.set(total=self.run.progress.total + count)
+
+    def card(self, status: RunStatus = RunStatus.RUNNING) -> RunCard:
+        progress = self.run.progress
+        run_ctx = FlowRunContext.get()
+        link = None
+        if run_ctx and run_ctx.flow_run:
+            ui = os.environ.get("PREFECT_UI_URL")
+            link = f"{ui}/runs/flow-run/{run_ctx.flow_run.id}" if ui else None
+        return RunCard(
+            run_id=self.run.run_id,
+            runbook=self.runbook,
+            target_dc=self.target_dc,
+            environment=str(self.environment),
+            status=status,
+            steps_done=progress.done,
+            steps_total=max(progress.total, progress.done),
+            current_step=progress.current or None,
+            started_by=self.params.triggered_by,
+            trigger=Trigger(str(self.params.trigger)),
+            elapsed_real_s=round(progress.elapsed_real_s, 1),
+            elapsed_sim_s=progress.sim_time,
+            outcome=self.outcome,
+            highlights=self.highlights[-20:],
+            link=link,
+        )
+
+    async def push(self, *, force: bool = False) -> None:
+        """Progress to the Prefect artifact and the chat card, at most every second."""
+        now = time.monotonic()
+        if not force and now - self._pushed < 1.0:
+            return
+        self._pushed = now
+        progress = self.run.progress
+        share = 100.0 * progress.done / max(progress.total, progress.done, 1)
+        if self._artifact is None:
+            self._artifact = await acreate_progress_artifact(
+                progress=share, key=f"{self.runbook}-progress",
+                description=f"{self.runbook} steps done",
+            )
+        else:
+            await aupdate_progress_artifact(self._artifact, progress=share)
+        await self.chat.update(self.card())
+
+    async def tick(self) -> None:
+        """Refresh simulated time from the clock, then push progress."""
+        self.run.progress.sim_time = await self.tools.clock.now()
+        await self.push()
+
+
+@asynccontextmanager
+async def open_run(
+    runbook: str,
+    params: RunbookParams,
+    *,
+    tools: Toolbox | None = None,
+    chat: ChatSink | None = None,
+) -> AsyncIterator[RunContext]:
+    """Open the run, yield its context, and record how it ended whatever happens."""
+    topology = load(params.topology)
+    if params.target_dc not in topology.dc_names:
+        raise ReviveError(
+            f"target_dc: unknown datacenter {params.target_dc!r} "
+            f"(topology has: {', '.join(topology.dc_names)})"
+        )
+    run = RunSession.start(
+        runbook=runbook,
+        parameters=params.model_dump(mode="json"),
+        trigger=params.trigger,
+        triggered_by=params.triggered_by,
+        target_dc=params.target_dc,
+        topology=topology,
+        topology_source=params.topology,
+        dry_run=params.dry_run,
+        resume=params.resume,
+    )
+    sim_url = params.sim_url or os.environ.get(SIM_URL_ENV)
+    own_tools = tools is None
+    if tools is None:
+        if not sim_url:
+            raise ReviveError(
+                f"no tools to act on: set sim_url or ${SIM_URL_ENV} (only the simulator's "
+                "adapters exist so far)"
+            )
+        tools = build_toolbox(topology, sim_url=sim_url, run_dc=params.run_from_dc)
+    own_chat = chat is None
+    chat = chat or chat_from_env()
+    ctx = RunContext(runbook, params, topology, tools, run, chat, topology.environment)
+    await chat.start(ctx.card())
+    status, outcome = RunStatus.SUCCEEDED, RunOutcome.SUCCEEDED
+    try:
+        yield ctx
+    except RunAborted:
+        status, outcome = RunStatus.ABORTED, RunOutcome.ABORTED
+        ctx.outcome = ctx.outcome or "aborted"
+    except BaseException:
+        status, outcome = RunStatus.FAILED, RunOutcome.FAILED
+        raise
+    finally:
+        run.finish(outcome, {"outcome": ctx.outcome, "highlights": ctx.highlights[-50:],
+                             "steps": run.progress.done})
+        await ctx.push(force=True)
+        await chat.finish(ctx.card(status))
+        if own_chat:
+            await chat.aclose()
+        if own_tools:
+            await tools.aclose()

@@ -1,0 +1,140 @@
+"""Runbook: restart service groups in priority order, health-gated, under a cap.
+
+Order comes from the restart plan (hard dependencies first, then tier). At most
+``max_parallel`` restarts are in flight; each is gated on health before its dependents
+start; a failed service blocks only its dependents while independent branches go on.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.artifacts import acreate_markdown_artifact
+from pydantic import Field
+
+from flows.context import RunbookParams, RunContext, open_run
+from revive.errors import OpsError, PermanentOpsError
+from revive.ops.models import ActionRef, ActionState
+from revive.planning import plan_restart
+from revive.planning.restart import DEFAULT_MAX_PARALLEL
+from revive.render import render
+from tasks.clock import action_status, wait
+from tasks.services import health_view, restart_service, service_state
+
+
+class RestartParams(RunbookParams):
+    groups: list[str] | None = Field(None, description="Groups to restart (default: all).")
+    services: list[str] | None = Field(
+        None, description="Only these services (their plan order and gates still apply)."
+    )
+    max_parallel: int = Field(
+        DEFAULT_MAX_PARALLEL, ge=1, le=64,
+        description="Restarts in flight at once; protects the boot-time ops tools.",
+    )
+
+
+async def run_restart(
+    ctx: RunContext,
+    *,
+    groups: list[str] | None = None,
+    services: list[str] | None = None,
+    max_parallel: int = DEFAULT_MAX_PARALLEL,
+) -> dict:
+    """Restart in plan order; returns what came up, what failed and what was blocked."""
+    dc = ctx.target_dc
+    plan = plan_restart(ctx.topology, dc, groups=groups, max_parallel=max_parallel)
+    order = [s.service for s in plan.steps if services is None or s.service in services]
+    if ctx.dry_run:
+        text = render("restart/plan.md.j2", plan=plan, order=order)
+        await acreate_markdown_artifact(markdown=text, key="restart-plan",
+                                        description=f"Restart plan for {dc} (dry run)")
+        ctx.log("dry run: would restart %d services in %s", len(order), dc)
+        return {"planned": order}
+    chosen = set(order)
+    deps = {
+        name: [d for d in ctx.topology.service(name).hard_dependencies if d in chosen]
+        for name in order
+    }
+    ctx.plan_steps(len(order))
+    up: list[str] = []
+    failed: dict[str, str] = {}
+    blocked: dict[str, str] = {}
+    in_flight: dict[str, ActionRef] = {}
+    pending = list(order)
+    while pending or in_flight:
+        for name in list(pending):
+            if len(in_flight) >= max_parallel:
+                break
+            bad = [d for d in deps[name] if d in failed or d in blocked]
+            if bad:
+                pending.remove(name)
+                blocked[name] = f"waits on {', '.join(bad)}"
+                await ctx.settle(f"restart:{name}@{dc}", ok=False,
+                                 detail={"error": f"blocked: {blocked[name]}"})
+                continue
+            if any(d not in up for d in deps[name]):
+                continue
+            pending.remove(name)
+            key = f"restart:{name}@{dc}"
+            try:
+                ref = await ctx.start(key, "restart", lambda rid, n=name: restart_service(
+                    ctx.tools.services, n, dc, rid))
+            except PermanentOpsError as exc:
+                failed[name] = str(exc)
+                continue
+            if ref is None:
+                up.append(name)  # done on an earlier attempt of this run
+            else:
+                in_flight[name] = ref
+        if not in_flight:
+            if pending and not any(
+                all(d in up for d in deps[n]) for n in pending
+            ):  # nothing can start: everything left waits on something that never came up
+                for name in pending:
+                    blocked[name] = "dependencies did not come up"
+                break
+            continue
+        await wait(ctx.tools.clock, actions=list(in_flight.values()), any_action=True)
+        for name, ref in list(in_flight.items()):
+            status = await action_status(ctx.tools.clock, ref)
+            if not status.finished:
+                continue
+            del in_flight[name]
+            key = f"restart:{name}@{dc}"
+            healthy, why = await _health_gate(ctx, name, status.state, status.error)
+            await ctx.settle(key, ok=healthy, detail={"action_id": ref.id, "error": why})
+            if healthy:
+                up.append(name)
+            else:
+                failed[name] = why or "unhealthy"
+        await ctx.tick()
+    summary = {"up": up, "failed": failed, "blocked": blocked}
+    ctx.highlight(f"restarted {len(up)} in {dc}; {len(failed)} failed; {len(blocked)} blocked")
+    await acreate_markdown_artifact(
+        markdown=render("restart/summary.md.j2", dc=dc, **summary), key="restart-summary",
+        description=f"Restart of {dc}",
+    )
+    return summary
+
+
+async def _health_gate(
+    ctx: RunContext, name: str, state: ActionState, error: str | None
+) -> tuple[bool, str | None]:
+    """Healthy per the health checker; if it is unreachable, per the service tool itself."""
+    if state != ActionState.done:
+        return False, error or "restart failed"
+    dc = ctx.target_dc
+    try:
+        healthy = (await health_view(ctx.tools.health, dc)).get(name)
+    except OpsError:
+        healthy = None  # the health checker burned too: the seed's lesson, recorded below
+    if healthy is None:
+        healthy = (await service_state(ctx.tools.services, name, dc)).healthy
+    return (healthy > 0, None if healthy > 0 else "no healthy instance after restart")
+
+
+@flow(name="restart_service_groups", log_prints=False)
+async def restart_service_groups(params: RestartParams) -> dict:
+    """Restart groups in the target DC in dependency and tier order, health-gated."""
+    async with open_run("restart_service_groups", params) as ctx:
+        return await run_restart(ctx, groups=params.groups, services=params.services,
+                                 max_parallel=params.max_parallel)
