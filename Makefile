@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed-stamp
 TOPOLOGY ?= runbooks/topology.yaml
 DC ?= dc2
 LOST_DC ?= dc1
+SEED ?= 1
 
-.PHONY: install drill test lint bench clean
+.PHONY: install drill plans test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +18,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job. Readiness findings are information here, never a failure.
+## The main job: a DC-fire drill on the built-in simulator; prints the report directory.
 drill: $(STAMP)
+	$(BIN)/revive drill --topology $(TOPOLOGY) --seed $(SEED)
+
+## Readiness findings and plans, without running anything. Findings never fail this.
+plans: $(STAMP)
 	$(BIN)/revive check --topology $(TOPOLOGY) || [ $$? -eq 1 ]
 	$(BIN)/revive plan provision --topology $(TOPOLOGY) --dc $(DC)
 	$(BIN)/revive plan restart --topology $(TOPOLOGY) --dc $(LOST_DC)

@@ -12,7 +12,8 @@ from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
 
 from flows.context import RunbookParams, RunContext, open_run
-from revive.errors import OpsError, PermanentOpsError
+from revive.chat.models import StepNote
+from revive.errors import PermanentOpsError
 from revive.ops.models import ActionRef, ActionState
 from revive.planning import plan_restart
 from revive.planning.restart import DEFAULT_MAX_PARALLEL
@@ -123,10 +124,13 @@ async def _health_gate(
     if state != ActionState.done:
         return False, error or "restart failed"
     dc = ctx.target_dc
-    try:
-        healthy = (await health_view(ctx.tools.health, dc)).get(name)
-    except OpsError:
-        healthy = None  # the health checker burned too: the seed's lesson, recorded below
+    view = await health_view(ctx.tools.health, dc)
+    healthy = None if view is None else view.get(name)
+    if view is None and "health-checker-unreachable" not in ctx.highlights:
+        ctx.highlight("health-checker-unreachable")
+        await ctx.chat.note(StepNote(run_id=ctx.run.run_id, step_key="health", ok=False,
+                                     text="no health checker answers: gating restarts on the "
+                                          "service tool's own health view"))
     if healthy is None:
         healthy = (await service_state(ctx.tools.services, name, dc)).healthy
     return (healthy > 0, None if healthy > 0 else "no healthy instance after restart")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import task
 
+from revive.errors import OpsError
 from revive.ops.interfaces import HealthChecker, ServiceControl
 from revive.ops.models import ActionRef, ServiceState
 from tasks.options import OPS
@@ -43,7 +44,10 @@ async def service_state(services: ServiceControl, service: str, dc: str) -> Serv
 
 
 @task(name="health_view", task_run_name="health {dc}", **{**OPS, "retries": 0})
-async def health_view(health: HealthChecker, dc: str) -> dict[str, int]:
-    """No retries: a health checker that burned with its DC stays burned; the gate falls
-    back to the service tool's own view at once."""
-    return await health.healthy(dc)
+async def health_view(health: HealthChecker, dc: str) -> dict[str, int] | None:
+    """Healthy counts per service, or None when no health checker replica answers (the
+    seed: it burned with its DC); the gate then falls back to the service tool's view."""
+    try:
+        return await health.healthy(dc)
+    except OpsError:
+        return None

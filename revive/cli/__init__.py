@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from revive.cli import check, db, plan, sim
+from revive.cli import check, db, plan, runs, sim
 
 app = typer.Typer(
     name="revive",
@@ -14,6 +14,10 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("check")(check.check)
+app.command("run")(runs.run)
+app.command("status")(runs.status)
+app.command("abort")(runs.abort)
+app.command("drill")(runs.drill)
 app.add_typer(plan.app, name="plan")
 app.add_typer(db.app, name="db")
 app.add_typer(sim.app, name="sim")

@@ -53,6 +53,10 @@ class Progress:
             listener(self)
 
 
+PROGRESS_LISTENERS: list[Callable[[Progress], None]] = []
+"""Called on every progress change of every run in this process (the CLI's live view)."""
+
+
 class RunSession:
     """A run record plus its step ledger in revive's store."""
 
@@ -60,7 +64,7 @@ class RunSession:
         self.engine = engine
         self.run_id = run_id
         self.dry_run = dry_run
-        self.progress = Progress()
+        self.progress = Progress(listeners=list(PROGRESS_LISTENERS))
         self._abort_checked = 0.0
         self._abort = False
 

@@ -1,0 +1,246 @@
+"""``revive run``, ``revive status``, ``revive abort`` and ``revive drill``.
+
+Runbooks are Prefect flows; they are imported only when a command runs one, so the rest
+of the CLI (and ``revive`` as a library) starts without Prefect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import logging
+import os
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich import box
+from rich.table import Table
+
+from revive.cli.common import EXIT_INPUT, err, out, user_errors
+from revive.errors import InputError
+from revive.store import db, service
+
+EXIT_ACTIVE = 3
+RUNBOOKS = {
+    "provision": ("flows.provision", "provision", "ProvisionParams"),
+    "restart_service_groups": ("flows.restart_service_groups", "restart_service_groups",
+                               "RestartParams"),
+    "warm_up_ramp": ("flows.warm_up_ramp", "warm_up_ramp", "RampParams"),
+    "failover": ("flows.failover", "failover", "FailoverParams"),
+    "readiness_check": ("flows.readiness_check", "readiness_check", "ReadinessCheckParams"),
+}
+ALIASES = {"restart": "restart_service_groups", "ramp": "warm_up_ramp", "check": "readiness_check"}
+
+
+def whoami() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")
+
+
+def quiet_prefect() -> None:
+    """Progress goes to the live display; Prefect's per-task INFO lines would drown it, and
+    its temporary server's shutdown chatter is not the user's business."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
+    import prefect.logging.configuration as logging_config
+
+    logging_config.setup_logging()
+    for name in ("sqlalchemy", "prefect.server", "prefect.task_runs"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def parse_assignments(pairs: list[str], model: type[BaseModel]) -> dict[str, Any]:
+    """``key=value`` pairs into a parameter dict; values are JSON when they parse as JSON,
+    comma lists for list fields, strings otherwise. Unknown keys are input errors."""
+    values: dict[str, Any] = {}
+    fields = model.model_fields
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise InputError(f"{pair!r}: parameters are key=value")
+        if key not in fields:
+            raise InputError(f"unknown parameter {key!r} (known: {', '.join(sorted(fields))})")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        annotation = str(fields[key].annotation)
+        if "list" in annotation and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        values[key] = value
+    return values
+
+
+def _load(runbook: str) -> tuple[Any, type[BaseModel]]:
+    import importlib
+
+    name = ALIASES.get(runbook, runbook)
+    if name not in RUNBOOKS:
+        known = ", ".join(sorted(RUNBOOKS) + sorted(ALIASES))
+        raise InputError(f"unknown runbook {runbook!r} (known: {known})")
+    module_name, flow_name, params_name = RUNBOOKS[name]
+    module = importlib.import_module(module_name)
+    return getattr(module, flow_name), getattr(module, params_name)
+
+
+def run(
+    runbook: Annotated[str, typer.Argument(help="Runbook to run (failover, provision, ...).")],
+    assignments: Annotated[
+        list[str] | None, typer.Argument(help="Parameters as key=value.", show_default=False)
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan only.")] = False,
+    resume: Annotated[
+        str | None, typer.Option("--resume", help="Continue this run, skipping done steps.")
+    ] = None,
+) -> None:
+    """Run a runbook now, in this process, with live progress."""
+    quiet_prefect()
+    with user_errors():
+        flow, params_model = _load(runbook)
+        values = parse_assignments(assignments or [], params_model)
+        if "triggered_by" in params_model.model_fields:
+            values.setdefault("triggered_by", whoami())
+            values.setdefault("trigger", "cli")
+        if dry_run:
+            values["dry_run"] = True
+        if resume:
+            values["resume"] = resume
+        try:
+            params = params_model(**values)
+        except ValidationError as exc:
+            raise InputError(_validation_message(exc)) from None
+    from revive.cli.live import live_progress
+    from revive.runs import ActiveRunError
+
+    try:
+        with live_progress(runbook):
+            result = asyncio.run(flow(params))
+    except ActiveRunError as exc:
+        err.print(f"{exc}; see `revive status`, or `revive abort {exc.run_id}`", markup=False)
+        raise typer.Exit(EXIT_ACTIVE) from None
+    except InputError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(EXIT_INPUT) from None
+    outcome = (result or {}).get("outcome") if isinstance(result, dict) else None
+    out.print(f"{runbook}: {outcome or 'done'}" + (
+        f" (run {result['run_id']})" if isinstance(result, dict) and "run_id" in result else ""))
+    if outcome in ("failed", "aborted"):
+        raise typer.Exit(1)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False)
+    )
+
+
+def status(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Recent runs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Active and recent runs, with progress."""
+    engine = db.get_engine()
+    db.upgrade(engine)
+    with db.session(engine) as s:
+        runs = service.get_all_runs(s, limit=limit)
+        rows = []
+        for run in runs:
+            steps = service.get_steps(s, run_id=run.id)
+            rows.append({
+                "id": run.id, "runbook": run.runbook, "target_dc": run.target_dc,
+                "trigger": str(run.trigger), "by": run.triggered_by,
+                "started_at": run.started_at.isoformat(),
+                "ended_at": run.ended_at.isoformat() if run.ended_at else None,
+                "outcome": str(run.outcome), "dry_run": run.dry_run,
+                "steps_done": sum(1 for st in steps if str(st.state) == "done"),
+                "steps": len(steps),
+                "abort_requested": run.abort_requested_at is not None,
+            })
+    if as_json:
+        typer.echo(json.dumps({"runs": rows}, indent=2))
+        return
+    table = Table(title="revive runs", box=box.SIMPLE_HEAD)
+    for col in ("run", "runbook", "dc", "by", "started", "state", "steps"):
+        table.add_column(col)
+    for r in rows:
+        state = r["outcome"] + (" (abort requested)" if r["abort_requested"] else "")
+        table.add_row(r["id"][:12], r["runbook"] + (" (dry run)" if r["dry_run"] else ""),
+                      r["target_dc"] or "-", f"{r['by']} via {r['trigger']}",
+                      _ago(r["started_at"]), state, f"{r['steps_done']}/{r['steps']}")
+    out.print(table if rows else "no runs yet")
+
+
+def _ago(iso: str) -> str:
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def abort(run_id: Annotated[str, typer.Argument(help="The run to stop.")]) -> None:
+    """Ask a run to stop after its current step (the traffic share stays where it is)."""
+    engine = db.get_engine()
+    db.upgrade(engine)
+    with user_errors(), db.session(engine) as s:
+        run = _find(s, run_id)
+        service.request_abort(s, run.id, by=whoami())
+        service.create_audit_event(
+            s, actor=whoami(), source="cli", action="abort", target=f"{run.runbook}:{run.id}",
+            outcome="requested", run_id=run.id,
+        )
+    out.print(f"abort requested for {run.runbook} run {run.id}; it stops after its current step")
+
+
+def _find(session: Any, run_id: str) -> Any:
+    """A run by id or unique id prefix (status shows 12 characters)."""
+    run = service.get_run(session, run_id)
+    if run is not None:
+        return run
+    matches = [r for r in service.get_all_runs(session, limit=500) if r.id.startswith(run_id)]
+    if len(matches) != 1:
+        raise InputError(f"no run {run_id!r}" if not matches else f"run id {run_id!r} is ambiguous")
+    return matches[0]
+
+
+def drill(
+    scenario: Annotated[str, typer.Option("--scenario", help="Fault to inject.")] = "dc-fire",
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Same seed, same drill.")] = 1,
+    out_dir: Annotated[
+        str | None, typer.Option("--out", help="Report directory (default .revive/drills/<UTC>).")
+    ] = None,
+    topology: Annotated[str, typer.Option("--topology", "-t", help="Topology file.")] = (
+        "runbooks/topology.yaml"
+    ),
+) -> None:
+    """A DR drill on the built-in simulator; prints the report directory last."""
+    quiet_prefect()
+    from flows.drill import DrillParams
+    from flows.drill import drill as drill_flow
+    from revive.cli.live import live_progress
+    from revive.drill.scenarios import SCENARIOS
+
+    with user_errors():
+        if scenario not in SCENARIOS:
+            raise InputError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
+        from revive.topology import load
+
+        load(topology)
+        params = DrillParams(scenario=scenario, seed=seed, out=out_dir, topology=topology,
+                             triggered_by=whoami(), trigger="cli")
+    with live_progress(f"drill {scenario}"):
+        result = asyncio.run(drill_flow(params))
+    rto = ", ".join(f"{k} {'never' if v is None else f'{v:.0f} s'}"
+                    for k, v in result["rto_seconds"].items())
+    out.print(f"outcome: {result['outcome']}; RTO {rto}; peak DB util "
+              f"{result['peak_db_util']:.2f}; breach seconds {result['breach_seconds']}")
+    typer.echo(result["out"])
