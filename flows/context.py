@@ -100,7 +100,8 @@ class RunContext:
 
     async def settle(self, key: str, *, ok: bool, detail: dict[str, Any] | None = None,
                      note: str | None = None) -> None:
-        self.run.end(key, StepState.DONE if ok else StepState.FAILED, detail)
+        action = key.split(":", 1)[0]
+        self.run.end(key, StepState.DONE if ok else StepState.FAILED, detail, action=action)
         if note or not ok:
             text = note or f"{key} failed: {(detail or {}).get('error', '')}"
             await self.chat.note(StepNote(run_id=self.run.run_id, step_key=key, text=text, ok=ok))
@@ -165,7 +166,7 @@ class RunContext:
         share = 100.0 * progress.done / max(progress.total, progress.done, 1)
         if self._artifact is None:
             self._artifact = await acreate_progress_artifact(
-                progress=share, key=f"{self.runbook}-progress",
+                progress=share, key=f"{self.runbook.replace('_', '-')}-progress",
                 description=f"{self.runbook} steps done",
             )
         else:

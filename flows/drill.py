@@ -60,7 +60,20 @@ async def drill(params: DrillParams) -> dict:
         raise ValueError(f"unknown scenario {params.scenario!r} (known: {', '.join(SCENARIOS)})")
     out = Path(params.out or Path(".revive") / "drills" / began.strftime("%Y%m%dT%H%M%SZ"))
     out.mkdir(parents=True, exist_ok=True)
+    saved_url = os.environ.get("REVIVE_DATABASE_URL")
+    # A drill keeps its runs in its own store: it never blocks, nor is blocked by, a real
+    # failover of the same DC.
     os.environ["REVIVE_DATABASE_URL"] = f"sqlite:///{(out / 'runs.db').resolve()}"
+    try:
+        return await _drill(params, out, began, wall0)
+    finally:
+        if saved_url is None:
+            os.environ.pop("REVIVE_DATABASE_URL", None)
+        else:
+            os.environ["REVIVE_DATABASE_URL"] = saved_url
+
+
+async def _drill(params: DrillParams, out: Path, began: datetime, wall0: float) -> dict:
     topology = load(params.topology).model_copy(update={"environment": Environment.drill})
     # The failover reads this copy: a drill never waits at the production approval gate,
     # and its run record says which (drill) topology it used.

@@ -24,7 +24,7 @@ from revive.planning.restart import DEFAULT_MAX_PARALLEL
 from revive.ramp import RampPolicy
 from revive.readiness import Severity, run_check
 from revive.store import db, service
-from revive.store.models import AuditSource
+from revive.store.models import AuditSource, StepState
 from revive.topology import Environment
 from tasks.clock import action_status, wait
 from tasks.config_store import feature_flags, set_feature_flag
@@ -124,8 +124,7 @@ async def _emergency_deploy(
                 ctx.tools.services, n, dc, need[n], version, rid))
         except OpsError as exc:
             failed.append(f"{name}: {exc}")
-            if ctx.run.step_state(key)[0] is None:
-                ctx.run.begin(key, "deploy")
+            if ctx.run.step_state(key)[0] != StepState.FAILED:
                 await ctx.settle(key, ok=False, detail={"error": str(exc)})
             continue
         if ref is not None:

@@ -117,23 +117,40 @@ async def run_restart(
     return summary
 
 
+HEALTH_CHECKS = 3
+HEALTH_GRACE_S = 10.0
+
+
 async def _health_gate(
     ctx: RunContext, name: str, state: ActionState, error: str | None
 ) -> tuple[bool, str | None]:
-    """Healthy per the health checker; if it is unreachable, per the service tool itself."""
+    """Healthy per the health checker, asked again after a grace period while it still
+    reports nothing (its probes lag); if no checker answers, per the service tool itself."""
     if state != ActionState.done:
         return False, error or "restart failed"
     dc = ctx.target_dc
-    view = await health_view(ctx.tools.health, dc)
-    healthy = None if view is None else view.get(name)
-    if view is None and "health-checker-unreachable" not in ctx.highlights:
-        ctx.highlight("health-checker-unreachable")
-        await ctx.chat.note(StepNote(run_id=ctx.run.run_id, step_key="health", ok=False,
-                                     text="no health checker answers: gating restarts on the "
-                                          "service tool's own health view"))
-    if healthy is None:
-        healthy = (await service_state(ctx.tools.services, name, dc)).healthy
-    return (healthy > 0, None if healthy > 0 else "no healthy instance after restart")
+    for attempt in range(HEALTH_CHECKS):
+        view = await health_view(ctx.tools.health, dc)
+        if view is None:
+            await _note_blind_health(ctx)
+            healthy = (await service_state(ctx.tools.services, name, dc)).healthy
+        else:
+            healthy = view.get(name, 0)
+        if healthy > 0:
+            return True, None
+        if attempt + 1 < HEALTH_CHECKS:
+            await wait(ctx.tools.clock, for_s=HEALTH_GRACE_S)
+    return False, f"no healthy instance {HEALTH_CHECKS * HEALTH_GRACE_S:.0f} s after restart"
+
+
+async def _note_blind_health(ctx: RunContext) -> None:
+    if "health-checker-unreachable" in ctx.highlights:
+        return
+    ctx.highlight("health-checker-unreachable")
+    await ctx.chat.note(StepNote(
+        run_id=ctx.run.run_id, step_key="health", ok=False,
+        text="no health checker answers: gating restarts on the service tool's own view",
+    ))
 
 
 @flow(name="restart_service_groups", log_prints=False)

@@ -54,7 +54,9 @@ async def run_ramp(
     weights = await traffic_weights(tools.traffic)
     others = [d for d in weights if d != dc]
     share = weights.get(dc, 0.0)
-    start = await tools.clock.now()
+    # The pre-ramp error rate is what the ramp cannot change (components lost with the DC):
+    # measured one scrape after the retry policy went out, so the metrics are current.
+    start = await wait(tools.clock, for_s=scrape_interval_s)
     baseline = (await scrape_metrics(tools.metrics, dc)).error_rate
     features = _features_off(ctx, await feature_flags(tools.config))
     samples: list[Sample] = []

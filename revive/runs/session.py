@@ -135,9 +135,15 @@ class RunSession:
             service.start_step(s, run_id=self.run_id, step_key=key, action=action, detail=detail)
         self.progress.set(current=key)
 
-    def end(self, key: str, state: StepState, detail: dict[str, Any] | None = None) -> None:
+    def end(
+        self, key: str, state: StepState, detail: dict[str, Any] | None = None,
+        *, action: str = "step",
+    ) -> None:
+        """Record how a step ended; a step refused before it began is recorded as well."""
         if not self.dry_run:
             with db.session(self.engine) as s:
+                if self.step_state(key)[0] is None:
+                    service.start_step(s, run_id=self.run_id, step_key=key, action=action)
                 service.finish_step(
                     s, run_id=self.run_id, step_key=key, state=state, detail=detail
                 )

@@ -224,6 +224,11 @@ def create_app(sim: Simulator) -> FastAPI:
             },
         }
 
+    @app.get("/log")
+    async def log() -> dict[str, Any]:
+        """Every change applied so far, in order: what a drill or a test audits."""
+        return {"log": [asdict(entry) for entry in estate.log]}
+
     @app.get("/tools")
     async def tools() -> dict[str, Any]:
         """Reachability of every ops-tool replica: {tool: {dc: reachable}}."""

@@ -146,6 +146,9 @@ class Simulator:
             )
         errors = {}
         for origin in self.dcs:
+            if shares.get(origin, 0.0) <= 0:
+                errors[origin] = 0.0  # no users, no failed requests
+                continue
             rejected = np.ones(len(self._others))
             for j, dc in enumerate(self.dcs):
                 rejected = np.where(route[origin] == j, overflow[dc], rejected)
