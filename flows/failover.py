@@ -9,6 +9,7 @@ approval gate, and ramp traffic in. Each part is its own runbook too.
 from __future__ import annotations
 
 from prefect import flow
+from prefect.artifacts import acreate_markdown_artifact
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
@@ -23,6 +24,7 @@ from revive.planning import plan_capacity
 from revive.planning.restart import DEFAULT_MAX_PARALLEL
 from revive.ramp import RampPolicy
 from revive.readiness import Severity, run_check
+from revive.render import render
 from revive.store import db, service
 from revive.store.models import AuditSource, StepState
 from revive.topology import Environment
@@ -77,13 +79,18 @@ async def run_failover(ctx: RunContext, params: FailoverParams) -> dict:
         ctx.outcome = "degraded"
     else:
         ctx.outcome = "failed"
-    return {
+    summary = {
         "run_id": ctx.run.run_id, "outcome": ctx.outcome, "lost_dc": lost, "target_dc": dc,
         "findings": [f.model_dump(mode="json") for f in report.findings],
         "deployed": deployed, "deploy_failed": deploy_failed,
         "provisioned": provisioned, "restarted": restarted,
-        "ramp": {k: v for k, v in ramp.items() if k not in ("samples",)},
+        "ramp": {k: v for k, v in ramp.items() if k not in ("samples", "changes")},
     }
+    await acreate_markdown_artifact(
+        markdown=render("failover/summary.md.j2", **summary), key="failover-report",
+        description=f"Failover into {dc}",
+    )
+    return summary
 
 
 async def _features_off(ctx: RunContext) -> None:
