@@ -1,0 +1,162 @@
+"""`prefect deploy --all` against a real Prefect server creates what prefect.yaml says.
+
+One local server (SQLite in a temporary PREFECT_HOME) for the module: the two DC pools are
+created with the CLI as prefect.yaml's header says, every deployment is deployed, then read
+back over the REST API by ``<flow>/<deployment>`` name, as a trigger would look it up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prefect.flows import load_flow_from_entrypoint
+
+from tests.factories import REPO
+
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+CONFIG = yaml.safe_load((REPO / "prefect.yaml").read_text())
+DEPLOYMENTS: list[dict[str, Any]] = CONFIG["deployments"]
+POOLS = sorted({d["work_pool"]["name"] for d in DEPLOYMENTS})
+HEALTH_TIMEOUT_S = 60.0
+COMMAND_TIMEOUT_S = 120.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _run(args: list[str], env: dict[str, str], log: Path, cwd: Path = REPO) -> None:
+    with log.open("w") as out:
+        result = subprocess.run(
+            args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT_S, check=False,
+        )
+    assert result.returncode == 0, f"{' '.join(args)} exited {result.returncode}:\n{_tail(log)}"
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    process.wait()
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A running server; yields the environment that points the CLI at it."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        PREFECT_SERVER_UI_ENABLED="false",
+        PREFECT_LOGGING_TO_API_ENABLED="false",
+        PREFECT_CLI_PROMPT="false",
+        REVIVE_HOME=str(REPO),
+    )
+    log = home / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + HEALTH_TIMEOUT_S
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                assert server.poll() is None, f"server exited {server.returncode}:\n{_tail(log)}"
+                try:
+                    if client.get(f"{api}/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, f"server not healthy:\n{_tail(log)}"
+                time.sleep(0.25)
+        yield {**env, "PREFECT_API_URL": api}
+    finally:
+        _stop(server)
+
+
+@pytest.fixture(scope="module")
+def deployed(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Pools created and prefect.yaml deployed; returns the API URL."""
+    logs = tmp_path_factory.mktemp("prefect-cli")
+    for pool in POOLS:
+        _run([PREFECT, "work-pool", "create", pool, "--type", "process"], env,
+             logs / f"pool-{pool}.log")
+    before = (REPO / "prefect.yaml").read_bytes()
+    _run([PREFECT, "--no-prompt", "deploy", "--all"], env, logs / "deploy.log")
+    assert (REPO / "prefect.yaml").read_bytes() == before, "prefect deploy rewrote prefect.yaml"
+    return env["PREFECT_API_URL"]
+
+
+def _get(api: str, path: str) -> Any:
+    response = httpx.get(f"{api}{path}", timeout=10.0)
+    response.raise_for_status()
+    return response.json()
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=lambda d: d["name"])
+def test_deployment_exists_on_its_pool_with_its_parameters(
+    deployed: str, deployment: dict[str, Any]
+) -> None:
+    flow = load_flow_from_entrypoint(str(REPO / deployment["entrypoint"]))
+    found = _get(deployed, f"/deployments/name/{flow.name}/{deployment['name']}")
+    assert found["work_pool_name"] == deployment["work_pool"]["name"]
+    assert found["parameters"] == deployment.get("parameters", {})
+    assert found["entrypoint"] == deployment["entrypoint"]
+    assert found["paused"] is False
+    assert found["enforce_parameter_schema"] is True
+    assert "params" in found["parameter_openapi_schema"]["properties"]
+    # REVIVE_HOME set at deploy time is written into the deployment
+    assert found["pull_steps"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
+    ]
+    expected = [(s["cron"], s["timezone"]) for s in deployment.get("schedules") or []]
+    schedules = [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in found["schedules"]]
+    assert schedules == expected
+    assert all(s["active"] for s in found["schedules"])
+
+
+def test_pools_are_process_pools(deployed: str) -> None:
+    for pool in POOLS:
+        assert _get(deployed, f"/work_pools/{pool}")["type"] == "process"
+
+
+def test_drill_weekly_and_readiness_daily_are_scheduled(deployed: str) -> None:
+    response = httpx.post(f"{deployed}/deployments/filter", json={"limit": 200}, timeout=10.0)
+    response.raise_for_status()
+    scheduled = {
+        d["name"]: [s["schedule"]["cron"] for s in d["schedules"] if s["active"]]
+        for d in response.json()
+        if d["schedules"]
+    }
+    assert len(scheduled) == 2, scheduled
+    (drill,) = [c for n, c in scheduled.items() if n.startswith("drill-from-")]
+    (readiness,) = [c for n, c in scheduled.items() if n.startswith("readiness-check-from-")]
+    assert readiness == ["0 6 * * *"]
+    assert len(drill) == 1 and drill[0].split()[2:4] == ["*", "*"]
+    assert drill[0].split()[4].isdigit(), "once a week"
