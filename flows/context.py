@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from revive.chat.models import RunCard, RunStatus, StepNote, Trigger
 from revive.chat.sink import ChatSink, chat_from_env
-from revive.errors import PermanentOpsError, ReviveError
+from revive.errors import OpsError, ReviveError
 from revive.ops.models import ActionRef
 from revive.ops.toolbox import Toolbox, build_toolbox
 from revive.runs import RunSession
@@ -85,16 +85,24 @@ class RunContext:
         return self.run.step_state(key)[0] == StepState.DONE
 
     async def start(
-        self, key: str, action: str, starter: Callable[[str], Awaitable[ActionRef]]
+        self,
+        key: str,
+        action: str,
+        starter: Callable[[str], Awaitable[ActionRef]],
+        *,
+        abortable: bool = True,
     ) -> ActionRef | None:
-        """Start an action once per run; None if a resumed run had finished it already."""
-        self.check_abort()
+        """Start an action once per run; None if a resumed run had finished it already.
+
+        ``abortable=False`` is for undo steps (rollbacks) that must run after an abort."""
+        if abortable:
+            self.check_abort()
         if self.is_done(key):
             return None
         self.run.begin(key, action, {"request_id": self.run.request_id(key)})
         try:
             return await starter(self.run.request_id(key))
-        except PermanentOpsError as exc:
+        except OpsError as exc:  # transient ones only after the task's retries ran out
             await self.settle(key, ok=False, detail={"error": str(exc)})
             raise
 
@@ -221,6 +229,8 @@ async def open_run(
     status, outcome = RunStatus.SUCCEEDED, RunOutcome.SUCCEEDED
     try:
         yield ctx
+        if ctx.outcome == "failed":  # the runbook finished, but did not achieve its aim
+            status, outcome = RunStatus.FAILED, RunOutcome.FAILED
     except RunAborted:
         status, outcome = RunStatus.ABORTED, RunOutcome.ABORTED
         ctx.outcome = ctx.outcome or "aborted"

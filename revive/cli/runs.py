@@ -29,10 +29,16 @@ RUNBOOKS = {
     "restart_service_groups": ("flows.restart_service_groups", "restart_service_groups",
                                "RestartParams"),
     "warm_up_ramp": ("flows.warm_up_ramp", "warm_up_ramp", "RampParams"),
+    "deploy_patch": ("flows.deploy_patch", "deploy_patch", "PatchParams"),
     "failover": ("flows.failover", "failover", "FailoverParams"),
     "readiness_check": ("flows.readiness_check", "readiness_check", "ReadinessCheckParams"),
 }
-ALIASES = {"restart": "restart_service_groups", "ramp": "warm_up_ramp", "check": "readiness_check"}
+ALIASES = {
+    "restart": "restart_service_groups",
+    "ramp": "warm_up_ramp",
+    "patch": "deploy_patch",
+    "check": "readiness_check",
+}
 
 
 def whoami() -> str:
