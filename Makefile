@@ -35,6 +35,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/ramp.py
+	$(BIN)/python bench/restart.py
 
 clean:
 	rm -rf $(VENV) .revive .pytest_cache .ruff_cache .hypothesis
