@@ -202,7 +202,9 @@ async def open_run(
             f"target_dc: unknown datacenter {params.target_dc!r} "
             f"(topology has: {', '.join(topology.dc_names)})"
         )
+    flow_run = FlowRunContext.get()
     run = RunSession.start(
+        prefect_flow_run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
         runbook=runbook,
         parameters=params.model_dump(mode="json"),
         trigger=params.trigger,

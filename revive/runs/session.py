@@ -81,12 +81,20 @@ class RunSession:
         topology_source: str,
         dry_run: bool = False,
         resume: str | None = None,
+        prefect_flow_run_id: str | None = None,
         engine: Engine | None = None,
     ) -> RunSession:
-        """Open a new run, or reopen ``resume``; refuse a second active run for the same DC."""
+        """Open a new run, or reopen ``resume``; refuse a second active run for the same DC.
+
+        A Prefect retry of the flow run that started a run continues that run, as
+        ``--resume`` would: the record is found by the Prefect flow run id.
+        """
         engine = engine or db.get_engine()
         db.upgrade(engine)
         with db.session(engine) as s:
+            if not resume and prefect_flow_run_id:
+                earlier = service.get_run_by_prefect_id(s, prefect_flow_run_id)
+                resume = earlier.id if earlier is not None else None
             if resume:
                 run = service.get_run_or_raise(s, resume)
                 if run.runbook != runbook:
@@ -113,6 +121,10 @@ class RunSession:
                 dry_run=dry_run,
                 topology_version_id=version.id,
             )
+            if prefect_flow_run_id:
+                service.set_prefect_flow_run_id(
+                    s, run.id, prefect_flow_run_id=prefect_flow_run_id
+                )
             return cls(engine, run.id, dry_run=dry_run)
 
     # --- steps -------------------------------------------------------------------------------

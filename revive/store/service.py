@@ -381,3 +381,10 @@ def is_abort_requested(session: Session, run_id: str) -> bool:
     run = get_run_or_raise(session, run_id)
     session.refresh(run)
     return run.abort_requested_at is not None
+
+
+@_store_errors
+def get_run_by_prefect_id(session: Session, prefect_flow_run_id: str) -> RunRecord | None:
+    """The run a Prefect flow run started: a Prefect retry continues that run."""
+    statement = select(RunRecord).where(RunRecord.prefect_flow_run_id == prefect_flow_run_id)
+    return session.exec(statement).first()

@@ -169,3 +169,34 @@ def test_invalid_parameters_are_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="max_parallel"):
         RestartParams(max_parallel=0)
     assert Path(tmp_path).exists()
+
+
+def test_a_prefect_retry_of_the_flow_run_continues_the_same_run(tmp_path, serve):
+    from prefect import flow
+
+    from flows.context import open_run
+    from flows.provision import run_provision
+    from tasks.traffic import set_traffic_weights
+
+    topology, path = write(tmp_path, small())
+    sim, url = serve(topology)
+    params = ProvisionParams(topology=path, target_dc="dc2", sim_url=url)
+    attempts: list[str] = []
+
+    @flow(name="provision-then-crash", retries=1, retry_delay_seconds=0)
+    async def crashing(params: ProvisionParams) -> dict:
+        async with open_run("provision", params) as ctx:
+            attempts.append(ctx.run.run_id)
+            result = await run_provision(ctx, None)
+            await ctx.instant("weights", "traffic", lambda: set_traffic_weights(
+                ctx.tools.traffic, {"dc1": 0.4, "dc2": 0.6}))
+            if len(attempts) == 1:
+                raise RuntimeError("the worker died")  # Prefect retries the flow run
+            return result
+
+    asyncio.run(crashing(params))
+    assert len(attempts) == 2 and attempts[0] == attempts[1]  # one revive run, resumed
+    assert actions(sim, ActionKind.provision) == ["api@dc2"]  # provisioned once
+    assert [e.kind for e in sim.estate.log].count("set_weights") == 1
+    (run,) = runs()
+    assert run.outcome == RunOutcome.SUCCEEDED
