@@ -83,13 +83,16 @@ async def _drill(params: DrillParams, out: Path, began: datetime, wall0: float) 
     recorder = Recorder(sim, params.target_dc)
     sim.advance(SETTLE_S)
     with SimServer(sim) as server:
+        scenario = SCENARIOS[params.scenario]
         recorder.mark_fault()
-        SCENARIOS[params.scenario].inject(sim, params.lost_dc)
+        scenario.inject(sim, params.lost_dc)
         async with httpx.AsyncClient(base_url=server.url) as client:
             await client.post("/clock/wait", json={"for_s": 1})  # the fault lands
         result = await failover(FailoverParams(
             topology=str(drill_topology), target_dc=params.target_dc, lost_dc=params.lost_dc,
-            sim_url=server.url, run_from_dc=params.target_dc, triggered_by=params.triggered_by,
+            sim_url=server.url,
+            run_from_dc=params.lost_dc if scenario.run_from_lost_dc else params.target_dc,
+            triggered_by=params.triggered_by,
             trigger=params.trigger,
         ))
         steps = _steps(sim, result["run_id"])

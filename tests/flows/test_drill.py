@@ -38,3 +38,13 @@ def test_dc_fire_recovers_and_the_same_seed_gives_the_same_report(tmp_path) -> N
 def test_a_drill_without_health_checkers_still_recovers(tmp_path) -> None:
     report = run(tmp_path, "hc", scenario="health-checker-down", seed=2)
     assert report.outcome == "recovered"
+
+
+def test_a_drill_run_from_a_dc_whose_tool_replicas_died_fails_over_to_the_others(
+    tmp_path, caplog
+) -> None:
+    caplog.set_level("WARNING", logger="revive.ops")
+    report = run(tmp_path, "otr", scenario="ops-tool-replica-down", seed=4)
+    assert report.outcome == "recovered"
+    assert any("registry: failing over from dc1 to dc2" in r.getMessage()
+               for r in caplog.records)
