@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,11 +24,12 @@ from pydantic import BaseModel, Field
 from revive.chat.models import RunCard, RunStatus, StepNote, Trigger
 from revive.chat.sink import ChatSink, chat_from_env
 from revive.errors import OpsError, ReviveError
-from revive.ops.models import ActionRef
+from revive.ops.models import ActionRef, ActionState, ActionStatus
 from revive.ops.toolbox import Toolbox, build_toolbox
 from revive.runs import RunSession
 from revive.store.models import RunOutcome, StepState, TriggerSource
 from revive.topology import DEFAULT_PATH, Environment, Topology, load
+from tasks.clock import action_status, wait
 
 SIM_URL_ENV = "REVIVE_SIM_URL"
 
@@ -114,6 +115,22 @@ class RunContext:
             text = note or f"{key} failed: {(detail or {}).get('error', '')}"
             await self.chat.note(StepNote(run_id=self.run.run_id, step_key=key, text=text, ok=ok))
         await self.push()
+
+    async def settle_all(
+        self, started: Mapping[str, ActionRef], *, note: Callable[[str], str] | None = None
+    ) -> dict[str, ActionStatus]:
+        """Wait for every action started under a step key, then record each as done or
+        failed (``note(key)`` goes to the run's thread for the ones that succeeded)."""
+        if started:
+            await wait(self.tools.clock, actions=list(started.values()))
+        statuses = {}
+        for key, ref in started.items():
+            status = await action_status(self.tools.clock, ref)
+            ok = status.state == ActionState.done
+            await self.settle(key, ok=ok, detail={"action_id": ref.id, "error": status.error},
+                              note=note(key) if note and ok else None)
+            statuses[key] = status
+        return statuses
 
     async def instant(
         self, key: str, action: str, apply: Callable[[], Awaitable[Any]], note: str | None = None

@@ -135,16 +135,15 @@ async def _emergency_deploy(
                 await ctx.settle(key, ok=False, detail={"error": str(exc)})
             continue
         if ref is not None:
-            started[name] = ref
-    if started:
-        await wait(ctx.tools.clock, actions=list(started.values()))
+            started[key] = ref
     deployed = []
-    for name, ref in started.items():
-        status = await action_status(ctx.tools.clock, ref)
-        ok = status.state == ActionState.done
-        await ctx.settle(f"deploy:{name}@{dc}", ok=ok, detail={"error": status.error},
-                         note=f"emergency deployment of {name} in {dc}")
-        (deployed if ok else failed).append(name if ok else f"{name}: {status.error}")
+    statuses = await ctx.settle_all(started, note=lambda key: f"emergency {key}")
+    for key, status in statuses.items():
+        name = key.removeprefix("deploy:").removesuffix(f"@{dc}")
+        if status.state == ActionState.done:
+            deployed.append(name)
+        else:
+            failed.append(f"{name}: {status.error}")
     if deployed:
         ctx.highlight(f"emergency-deployed {', '.join(deployed)} in {dc}")
     return deployed, failed

@@ -14,7 +14,6 @@ from revive.chat.models import StepNote
 from revive.errors import PermanentOpsError, QuotaError
 from revive.ops.models import ActionRef, ActionState
 from revive.planning import plan_capacity
-from tasks.clock import action_status, wait
 from tasks.compute import provision_instances
 
 
@@ -72,13 +71,13 @@ async def run_provision(ctx: RunContext, share: float | None = None) -> dict:
         quota -= count
         if ref is not None:
             started[key] = (f"{count} {line.service}", ref)
-    if started:
-        await wait(ctx.tools.clock, actions=[ref for _, ref in started.values()])
-    for key, (label, ref) in started.items():
-        status = await action_status(ctx.tools.clock, ref)
-        ok = status.state == ActionState.done
-        await ctx.settle(key, ok=ok, detail={"action_id": ref.id, "error": status.error})
-        (provisioned if ok else failed).append(label if ok else f"{label}: {status.error}")
+    statuses = await ctx.settle_all({key: ref for key, (_, ref) in started.items()})
+    for key, status in statuses.items():
+        label = started[key][0]
+        if status.state == ActionState.done:
+            provisioned.append(label)
+        else:
+            failed.append(f"{label}: {status.error}")
     for line in provisioned:
         ctx.highlight(f"provisioned {line} in {dc}")
     for line in shortfalls:
