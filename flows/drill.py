@@ -36,7 +36,7 @@ from revive.runs import RunSession
 from revive.sim import Simulator
 from revive.store import db
 from revive.store.models import TriggerSource
-from revive.topology import DEFAULT_PATH, Environment, content_hash, load
+from revive.topology import DEFAULT_PATH, Environment, Topology, content_hash, load
 
 SETTLE_S = 60.0
 
@@ -97,7 +97,7 @@ async def _drill(params: DrillParams, out: Path, began: datetime, wall0: float) 
         ))
         steps = _steps(sim, result["run_id"])
         finished = sim.clock.now
-    report = _report(params, topology, sim, recorder, result, steps, began, finished,
+    report = _report(params, topology, recorder, result, steps, began, finished,
                      time.monotonic() - wall0)
     write_report(report, out)
     return {"out": str(out), **report.to_json_dict()}
@@ -122,7 +122,17 @@ def _steps(sim: Simulator, run_id: str) -> list[StepResult]:
     return rows
 
 
-def _report(params, topology, sim, recorder, result, steps, began, finished, wall) -> DrillReport:
+def _report(
+    params: DrillParams,
+    topology: Topology,
+    recorder: Recorder,
+    result: dict,
+    steps: list[StepResult],
+    began: datetime,
+    finished: float,
+    wall: float,
+) -> DrillReport:
+    """Everything the drill measured, in the report's shape."""
     tiers = []
     for tier in sorted({s.tier for s in topology.services}):
         rto = recorder.rto(tier)
