@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from revive.cli import check, db, plan, runs, sim
+from revive.cli import check, db, plan, runs, serve, sim
 
 app = typer.Typer(
     name="revive",
@@ -18,6 +18,7 @@ app.command("run")(runs.run)
 app.command("status")(runs.status)
 app.command("abort")(runs.abort)
 app.command("drill")(runs.drill)
+app.command("serve")(serve.serve)
 app.add_typer(plan.app, name="plan")
 app.add_typer(db.app, name="db")
 app.add_typer(sim.app, name="sim")

@@ -1,0 +1,31 @@
+"""``revive serve``: the web app Slack talks to (slash commands), on one host and port."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from revive.cli.common import EXIT_INPUT
+
+HOST_HELP = "Interface to listen on (behind your TLS-terminating proxy)."
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help=HOST_HELP)] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port.")] = 8800,
+) -> None:
+    """Serve /slack/commands and /healthz; configuration comes from REVIVE_* variables."""
+    import uvicorn
+
+    from revive.web.app import create_app
+    from revive.web.settings import WebSettings
+
+    try:
+        api = create_app(WebSettings())
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"cannot start: {exc}", err=True)
+        raise typer.Exit(EXIT_INPUT) from None
+    typer.echo(f"revive listening on http://{host}:{port} (POST /slack/commands)")
+    uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning")).run()

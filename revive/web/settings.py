@@ -1,0 +1,96 @@
+"""Configuration of the Slack app, from the environment, so secrets never live in a file.
+
+Roles are per environment (the topology's ``environment``) because the same person may be
+trusted to restart staging but not production. ``REVIVE_ROLES`` maps an environment (or
+``*`` for any) to Slack user ids and user-group ids (or ``*`` for anyone) and a role; a person
+gets the highest role any matching entry gives them, and nobody gets anything by default.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ANY", "Role", "WebSettings", "role_of"]
+
+#: Wildcard for "any environment" and "any user" in ``REVIVE_ROLES``.
+ANY = "*"
+
+
+class Role(enum.IntEnum):
+    """What a person may do; each role includes everything the ones below it may do."""
+
+    NONE = 0
+    VIEWER = 1
+    OPERATOR = 2
+    APPROVER = 3
+    ADMIN = 4
+
+    @classmethod
+    def parse(cls, name: str) -> Role:
+        try:
+            return cls[name.strip().upper()]
+        except KeyError:
+            known = ", ".join(r.name.lower() for r in cls if r is not cls.NONE)
+            raise ValueError(f"unknown role {name!r} (known: {known})") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class WebSettings(BaseSettings):
+    """``REVIVE_*`` environment variables read by ``revive serve`` and its tests."""
+
+    model_config = SettingsConfigDict(env_prefix="REVIVE_", extra="ignore")
+
+    slack_signing_secret: SecretStr = Field(SecretStr(""), description="Slack app signing secret.")
+    roles: dict[str, dict[str, Role]] = Field(
+        default_factory=dict,
+        description='JSON: {"production": {"U123": "approver"}, "*": {"*": "viewer"}}.',
+    )
+    topology: str = Field("runbooks/topology.yaml", description="Topology file for check/plan.")
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _parse_roles(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        parsed: dict[str, dict[str, Role]] = {}
+        for env, members in value.items():
+            if not isinstance(members, dict):
+                raise ValueError(f"roles[{env!r}] must map user or group ids to roles")
+            parsed[str(env)] = {
+                str(who): role if isinstance(role, Role) else Role.parse(str(role))
+                for who, role in members.items()
+            }
+        return parsed
+
+
+    def role_of(self, user_id: str, groups: Iterable[str], environment: str) -> Role:
+        """The highest role ``user_id`` (in ``groups``) holds in ``environment``."""
+        return role_of(user_id, groups, environment, settings=self)
+
+
+def role_of(
+    user_id: str,
+    groups: Iterable[str],
+    environment: str,
+    *,
+    settings: WebSettings | None = None,
+) -> Role:
+    """The highest role ``user_id`` (in ``groups``) holds in ``environment``; NONE if none.
+
+    Without ``settings`` the environment's ``REVIVE_ROLES`` is read now.
+    """
+    settings = settings if settings is not None else WebSettings()
+    ids = {user_id, *groups, ANY}
+    best = Role.NONE
+    for env in (str(environment), ANY):
+        for who, role in settings.roles.get(env, {}).items():
+            if who in ids and role > best:
+                best = role
+    return best
