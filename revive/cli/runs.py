@@ -11,7 +11,6 @@ import getpass
 import json
 import logging
 import os
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -21,6 +20,7 @@ from rich.table import Table
 
 from revive.cli.common import EXIT_INPUT, err, out, user_errors
 from revive.errors import InputError
+from revive.runs.status import recent_runs
 from revive.store import db, service
 
 EXIT_ACTIVE = 3
@@ -155,21 +155,7 @@ def status(
     """Active and recent runs, with progress."""
     engine = db.get_engine()
     db.upgrade(engine)
-    with db.session(engine) as s:
-        runs = service.get_all_runs(s, limit=limit)
-        rows = []
-        for run in runs:
-            steps = service.get_steps(s, run_id=run.id)
-            rows.append({
-                "id": run.id, "runbook": run.runbook, "target_dc": run.target_dc,
-                "trigger": str(run.trigger), "by": run.triggered_by,
-                "started_at": run.started_at.isoformat(),
-                "ended_at": run.ended_at.isoformat() if run.ended_at else None,
-                "outcome": str(run.outcome), "dry_run": run.dry_run,
-                "steps_done": sum(1 for st in steps if str(st.state) == "done"),
-                "steps": len(steps),
-                "abort_requested": run.abort_requested_at is not None,
-            })
+    rows = recent_runs(engine, limit=limit)
     if as_json:
         typer.echo(json.dumps({"runs": rows}, indent=2))
         return
@@ -180,17 +166,8 @@ def status(
         state = r["outcome"] + (" (abort requested)" if r["abort_requested"] else "")
         table.add_row(r["id"][:12], r["runbook"] + (" (dry run)" if r["dry_run"] else ""),
                       r["target_dc"] or "-", f"{r['by']} via {r['trigger']}",
-                      _ago(r["started_at"]), state, f"{r['steps_done']}/{r['steps']}")
+                      r["ago"], state, f"{r['steps_done']}/{r['steps']}")
     out.print(table if rows else "no runs yet")
-
-
-def _ago(iso: str) -> str:
-    seconds = (datetime.now(UTC) - datetime.fromisoformat(iso)).total_seconds()
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
 
 
 def abort(run_id: Annotated[str, typer.Argument(help="The run to stop.")]) -> None:

@@ -18,7 +18,6 @@ import shlex
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -29,6 +28,7 @@ from revive.chat.text import slack_escape
 from revive.errors import InputError, ReviveError
 from revive.planning.restart import DEFAULT_MAX_PARALLEL
 from revive.render import render
+from revive.runs.status import recent_runs
 from revive.store import db, service
 from revive.store.models import AuditSource, RunOutcome, RunRecord
 from revive.web.settings import Role, WebSettings
@@ -226,15 +226,6 @@ def _validation_message(exc: ValidationError) -> str:
     )
 
 
-def _ago(when: datetime) -> str:
-    seconds = (datetime.now(UTC) - when).total_seconds()
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
-
-
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}:{secs:02d}"
@@ -377,19 +368,7 @@ class CommandHandler:
         return _Result(Reply(text), "answered", "revive")
 
     def _status(self) -> _Result:
-        with db.session(self.engine) as s:
-            runs = service.get_all_runs(s, limit=STATUS_LIMIT)
-            rows = []
-            for run in runs:
-                steps = service.get_steps(s, run_id=run.id)
-                rows.append({
-                    "id": run.id, "runbook": run.runbook, "target_dc": run.target_dc,
-                    "trigger": str(run.trigger), "by": run.triggered_by,
-                    "ago": _ago(run.started_at), "outcome": str(run.outcome),
-                    "dry_run": run.dry_run,
-                    "steps_done": sum(1 for st in steps if str(st.state) == "done"),
-                    "steps": len(steps), "abort_requested": run.abort_requested_at is not None,
-                })
+        rows = recent_runs(self.engine, limit=STATUS_LIMIT)
         text = render(f"{TEMPLATES}/status.md.j2", runs=rows, esc=slack_escape)
         return _Result(Reply(text), "answered", "runs", detail={"runs": len(rows)})
 
