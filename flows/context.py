@@ -151,6 +151,19 @@ class RunContext:
     def highlight(self, line: str) -> None:
         self.highlights.append(line)
 
+    async def note_once(self, tag: str, text: str) -> None:
+        """A warning in the run's thread the first time ``tag`` comes up (e.g. a tool that
+        does not answer), not on every step that notices it."""
+        if tag in self.highlights:
+            return
+        self.highlight(tag)
+        await self.warn(tag.split("-")[0], text)
+
+    async def warn(self, step_key: str, text: str) -> None:
+        """A failure note in the run's thread: what people on call must see."""
+        await self.chat.note(StepNote(run_id=self.run.run_id, step_key=step_key, text=text,
+                                      ok=False))
+
     # --- progress ----------------------------------------------------------------------------
 
     def plan_steps(self, count: int) -> None:

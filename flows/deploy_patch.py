@@ -25,7 +25,6 @@ from pydantic import Field
 
 from flows.context import RunAborted, RunbookParams, RunContext, open_run
 from flows.restart_service_groups import HEALTH_CHECKS, HEALTH_GRACE_S
-from revive.chat.models import StepNote
 from revive.errors import DependencyError, InputError, OpsError, PermanentOpsError
 from revive.ops.models import ActionRef, ActionState
 from revive.render import render
@@ -370,7 +369,7 @@ async def _unhealthy(ctx: RunContext, names: list[str]) -> dict[str, str]:
             break
         view = await health_view(ctx.tools.health, dc)
         if view is None:
-            await _note_once(ctx, "health-checker-unreachable", "no health checker answers: "
+            await ctx.note_once("health-checker-unreachable", "no health checker answers: "
                              "gating the patch on the service tool's own view")
         still = []
         for name in pending:
@@ -396,7 +395,7 @@ async def _error_rate(ctx: RunContext) -> float | None:
     try:
         return (await scrape_metrics(ctx.tools.metrics, ctx.target_dc)).error_rate
     except OpsError:
-        await _note_once(ctx, "metrics-unreachable", "no metrics replica answers: the patch "
+        await ctx.note_once("metrics-unreachable", "no metrics replica answers: the patch "
                          "gate checks health only, not the error rate")
         return None
 
@@ -440,14 +439,6 @@ async def _undo(ctx: RunContext, tally: _Tally, names: list[str], why: str) -> N
     if tally.rolled_back:
         ctx.highlight(f"{why}: {', '.join(n for n in names if n in tally.rolled_back)}")
     await ctx.tick()
-
-
-async def _note_once(ctx: RunContext, tag: str, text: str) -> None:
-    if tag in ctx.highlights:
-        return
-    ctx.highlight(tag)
-    await ctx.chat.note(StepNote(run_id=ctx.run.run_id, step_key=tag.split("-")[0], ok=False,
-                                 text=text))
 
 
 async def _report(ctx: RunContext, tally: _Tally, names: Sequence[str]) -> None:

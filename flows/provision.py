@@ -10,7 +10,6 @@ from prefect.artifacts import acreate_table_artifact
 from pydantic import Field
 
 from flows.context import RunbookParams, RunContext, open_run
-from revive.chat.models import StepNote
 from revive.errors import PermanentOpsError, QuotaError
 from revive.ops.models import ActionRef, ActionState
 from revive.planning import plan_capacity
@@ -66,8 +65,8 @@ async def run_provision(ctx: RunContext, share: float | None = None) -> dict:
             continue
         if count < line.add:
             shortfalls.append(f"{line.service}: got {count} of {line.add}")
-            await ctx.chat.note(_note(ctx, key, f"ESCALATE quota: {line.service} got "
-                                                f"{count} of {line.add} in {dc}"))
+            await ctx.warn(key, f"ESCALATE quota: {line.service} got {count} of {line.add} "
+                                f"in {dc}")
         quota -= count
         if ref is not None:
             started[key] = (f"{count} {line.service}", ref)
@@ -84,10 +83,6 @@ async def run_provision(ctx: RunContext, share: float | None = None) -> dict:
         ctx.highlight(f"quota shortfall: {line}")
     await ctx.tick()
     return {"provisioned": provisioned, "shortfalls": shortfalls, "failed": failed}
-
-
-def _note(ctx: RunContext, key: str, text: str) -> StepNote:
-    return StepNote(run_id=ctx.run.run_id, step_key=key, text=text, ok=False)
 
 
 @flow(name="provision", log_prints=False)

@@ -12,7 +12,6 @@ from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
 
 from flows.context import RunbookParams, RunContext, open_run
-from revive.chat.models import StepNote
 from revive.errors import PermanentOpsError
 from revive.ops.models import ActionRef, ActionState
 from revive.planning import plan_restart
@@ -132,7 +131,8 @@ async def _health_gate(
     for attempt in range(HEALTH_CHECKS):
         view = await health_view(ctx.tools.health, dc)
         if view is None:
-            await _note_blind_health(ctx)
+            await ctx.note_once("health-checker-unreachable", "no health checker answers: "
+                                "gating restarts on the service tool's own view")
             healthy = (await service_state(ctx.tools.services, name, dc)).healthy
         else:
             healthy = view.get(name, 0)
@@ -141,16 +141,6 @@ async def _health_gate(
         if attempt + 1 < HEALTH_CHECKS:
             await wait(ctx.tools.clock, for_s=HEALTH_GRACE_S)
     return False, f"no healthy instance {HEALTH_CHECKS * HEALTH_GRACE_S:.0f} s after restart"
-
-
-async def _note_blind_health(ctx: RunContext) -> None:
-    if "health-checker-unreachable" in ctx.highlights:
-        return
-    ctx.highlight("health-checker-unreachable")
-    await ctx.chat.note(StepNote(
-        run_id=ctx.run.run_id, step_key="health", ok=False,
-        text="no health checker answers: gating restarts on the service tool's own view",
-    ))
 
 
 @flow(name="restart_service_groups", log_prints=False)

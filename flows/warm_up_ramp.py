@@ -14,7 +14,6 @@ from prefect.artifacts import acreate_table_artifact
 from pydantic import Field
 
 from flows.context import RunbookParams, RunContext, open_run
-from revive.chat.models import StepNote
 from revive.ops.models import RetryPolicy
 from revive.ramp import Change, DecisionKind, FeatureCandidate, RampPolicy, Sample, decide
 from tasks.clock import wait
@@ -93,7 +92,7 @@ async def run_ramp(
             features = [x for x in features if x != f]
             changes.append(Change(t=now, share_from=share, share_to=share))
         elif decision.kind == DecisionKind.stall:
-            await ctx.chat.note(_stall_note(ctx, decision.reason))
+            await ctx.warn("ramp", f"STALLED: {decision.reason}")
             result = "stalled"
             break
         ctx.run.progress.set(current=f"ramp {dc} {share:.0%}: {decision.reason}")
@@ -121,10 +120,6 @@ def _features_off(ctx: RunContext, flags: dict[tuple[str, str], bool]) -> list[F
                 off.append(FeatureCandidate(service=svc.name, name=f.name, priority=f.priority,
                                             cost=f.cost * svc.peak_load / total))
     return off
-
-
-def _stall_note(ctx: RunContext, reason: str) -> StepNote:
-    return StepNote(run_id=ctx.run.run_id, step_key="ramp", text=f"STALLED: {reason}", ok=False)
 
 
 @flow(name="warm_up_ramp", log_prints=False)
