@@ -5,31 +5,19 @@ No timing assertions: the goals are for ``make bench``, not for the test suite.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from revive.topology import parse
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "plan.py"
+from tests.bench.scripts import bench_script
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    # Loaded from its path under a name of its own: `bench` is also this test package.
-    spec = importlib.util.spec_from_file_location("revive_bench_plan", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with bench_script("plan") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def test_main_runs_a_small_benchmark(bench: ModuleType, capsys: pytest.CaptureFixture) -> None:

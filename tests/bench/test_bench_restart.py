@@ -6,9 +6,7 @@ overhead part is left to ``make bench``. No timing assertions.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
@@ -19,25 +17,17 @@ import pytest
 
 from revive.planning import plan_restart
 from revive.topology import Topology, load
+from tests.bench.scripts import bench_script
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "bench" / "restart.py"
 CAP = 8
 EXECUTED = ("revive", "strict priority", "serial")
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    # Loaded from its path under a name of its own: `bench` is also this test package.
-    spec = importlib.util.spec_from_file_location("revive_bench_restart", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
+    with bench_script("restart") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 import yaml
 from prefect.flows import load_flow_from_entrypoint
 
+from revive.drill.server import free_port
 from tests.factories import REPO
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
@@ -30,12 +30,6 @@ DEPLOYMENTS: list[dict[str, Any]] = CONFIG["deployments"]
 POOLS = sorted({d["work_pool"]["name"] for d in DEPLOYMENTS})
 HEALTH_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 120.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -65,7 +59,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A running server; yields the environment that points the CLI at it."""
     home = tmp_path_factory.mktemp("prefect-home")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(

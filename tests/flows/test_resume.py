@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,12 @@ from pathlib import Path
 import httpx
 import yaml
 
+from revive.drill.server import free_port
 from revive.store import db, service
 from revive.topology import Environment, load
 from tests.factories import EXAMPLE, REPO
 
 LIMIT_S = 240.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate, *, limit: float, what: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -14,16 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from revive.cli import sim as sim_cli
+from revive.drill.server import free_port
 from revive.sim.metrics import read_sample
 from tests.factories import EXAMPLE, REPO
 
 STARTUP_LIMIT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def serve_command(*args: str) -> list[str]:
