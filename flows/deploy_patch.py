@@ -24,13 +24,13 @@ from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
 
 from flows.context import RunAborted, RunbookParams, RunContext, open_run
+from flows.images import copy_images, find_images
 from flows.restart_service_groups import HEALTH_CHECKS, HEALTH_GRACE_S
 from revive.errors import DependencyError, InputError, OpsError, PermanentOpsError
 from revive.ops.models import ActionRef, ActionState
 from revive.render import render
 from tasks.clock import action_status, wait
 from tasks.metrics import scrape_metrics
-from tasks.registry import artifact_present, copy_artifact
 from tasks.services import health_view, service_state, set_service_version
 
 
@@ -109,7 +109,7 @@ async def run_patch(
     dc = ctx.target_dc
     names = _validate(ctx, services, source_dc)
     batches = plan_batches(names, canary, batch_size)
-    sources, missing = await _find_images(ctx, names, version, source_dc)
+    sources, missing = await find_images(ctx, names, version, source_dc)
     if ctx.dry_run:
         labelled = list(zip(_labels(batches, canary), batches, strict=True))
         text = render("deploy_patch/plan.md.j2", dc=dc, version=version, batches=labelled,
@@ -165,81 +165,17 @@ def _validate(ctx: RunContext, services: Sequence[str], source_dc: str | None) -
 # --- the image ---------------------------------------------------------------------------
 
 
-async def _find_images(
-    ctx: RunContext, names: Sequence[str], version: str, source_dc: str | None
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Where to copy each missing image from, and why the others cannot be had at all.
-
-    Only reads registries, so a dry run can show it. A replica that does not answer is
-    skipped like one without the image: its DC may be the one that burned.
-    """
-    dc = ctx.target_dc
-    candidates = [source_dc] if source_dc else [d for d in ctx.topology.dc_names if d != dc]
-    sources: dict[str, str] = {}
-    missing: dict[str, str] = {}
-    for name in names:
-        if ctx.is_done(_copy_key(name, version, dc)):
-            continue
-        try:
-            if await artifact_present(ctx.tools.registry, name, version, dc):
-                continue
-        except OpsError as exc:
-            missing[name] = f"{dc}'s registry does not answer: {exc}"
-            continue
-        looked = []
-        for src in candidates:
-            try:
-                if await artifact_present(ctx.tools.registry, name, version, src):
-                    sources[name] = src
-                    break
-                looked.append(f"not in {src}")
-            except OpsError:
-                looked.append(f"{src} unreachable")
-        else:
-            missing[name] = f"not in {dc}; " + ", ".join(looked or ["no other registry"])
-    return sources, missing
-
-
-def _copy_key(name: str, version: str, dc: str) -> str:
-    return f"copy:{name}:{version}@{dc}"
-
-
 async def _copy_images(ctx: RunContext, sources: dict[str, str], version: str) -> list[str]:
     """Copy every missing image into the target DC's replica; any failure stops the run
     before a service is touched (a patch without its image would fail half-way)."""
     dc = ctx.target_dc
-    started: dict[str, ActionRef] = {}
-    errors: list[str] = []
-    for name, src in sources.items():
-        try:
-            ref = await ctx.start(_copy_key(name, version, dc), "copy_artifact",
-                                  lambda rid, n=name, s=src: copy_artifact(
-                                      ctx.tools.registry, n, version, s, dc, rid))
-        except PermanentOpsError as exc:
-            errors.append(f"{name}: {exc}")
-            continue
-        if ref is not None:
-            started[name] = ref
-    if started:
-        await wait(ctx.tools.clock, actions=list(started.values()))
-    copied = []
-    for name, ref in started.items():
-        status = await action_status(ctx.tools.clock, ref)
-        ok = status.state == ActionState.done
-        await ctx.settle(_copy_key(name, version, dc), ok=ok,
-                         detail={"action_id": ref.id, "from": sources[name], "error": status.error},
-                         note=f"copied {name}:{version} from {sources[name]} to {dc}")
-        if ok:
-            copied.append(name)
-        else:
-            errors.append(f"{name}: {status.error or status.state}")
-    if copied:
-        ctx.highlight(f"copied {', '.join(copied)}:{version} into {dc}'s registry")
+    copied, errors = await copy_images(ctx, sources, version)
     if errors:
         ctx.highlight(f"patch {version} not started: image copy failed")
+        lines = "; ".join(f"{name}: {why}" for name, why in errors.items())
         raise DependencyError(
             f"cannot patch {dc} to {version}: copying the image failed for "
-            f"{'; '.join(errors)}. No service was patched.", tool="registry", target=dc,
+            f"{lines}. No service was patched.", tool="registry", target=dc,
         )
     await ctx.tick()
     return copied

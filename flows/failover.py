@@ -15,6 +15,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from flows.context import RunbookParams, RunContext, open_run
+from flows.images import copy_images, find_images
 from flows.provision import run_provision
 from flows.restart_service_groups import run_restart
 from flows.warm_up_ramp import run_ramp
@@ -28,9 +29,7 @@ from revive.render import render
 from revive.store import db, service
 from revive.store.models import AuditSource, StepState
 from revive.topology import Environment
-from tasks.clock import action_status, wait
 from tasks.config_store import feature_flags, set_feature_flag
-from tasks.registry import artifact_present, copy_artifact
 from tasks.services import deploy_component, service_state
 
 
@@ -120,13 +119,16 @@ async def _emergency_deploy(
     started: dict[str, ActionRef] = {}
     failed: list[str] = []
     version = params.artifact_version
+    todo = [n for n in missing if not ctx.is_done(f"deploy:{n}@{dc}")]
+    sources, nowhere = await find_images(ctx, todo, version, None)
+    _, copy_failed = await copy_images(ctx, sources, version)
+    unavailable = {**nowhere, **copy_failed}
     for name in missing:
         key = f"deploy:{name}@{dc}"
         try:
-            if not ctx.is_done(key) and not await artifact_present(
-                ctx.tools.registry, name, version, dc
-            ):
-                await _copy_image(ctx, name, version, dc)
+            if name in unavailable:
+                raise PermanentOpsError(f"no image {name}:{version} for {dc}: "
+                                        f"{unavailable[name]}", tool="registry", target=name)
             ref = await ctx.start(key, "deploy", lambda rid, n=name: deploy_component(
                 ctx.tools.services, n, dc, need[n], version, rid))
         except OpsError as exc:
@@ -147,29 +149,6 @@ async def _emergency_deploy(
     if deployed:
         ctx.highlight(f"emergency-deployed {', '.join(deployed)} in {dc}")
     return deployed, failed
-
-
-async def _copy_image(ctx: RunContext, name: str, version: str, dc: str) -> None:
-    """Copy an image into ``dc``'s registry from any other replica that has it."""
-    for src in ctx.topology.dc_names:
-        if src == dc:
-            continue
-        try:
-            if not await artifact_present(ctx.tools.registry, name, version, src):
-                continue
-            ref = await ctx.start(f"copy:{name}:{version}@{dc}", "copy_artifact",
-                                  lambda rid, s=src: copy_artifact(
-                                      ctx.tools.registry, name, version, s, dc, rid))
-        except OpsError:
-            continue  # that replica is gone with its DC: try the next
-        if ref is not None:
-            await wait(ctx.tools.clock, actions=[ref])
-            status = await action_status(ctx.tools.clock, ref)
-            await ctx.settle(f"copy:{name}:{version}@{dc}", ok=status.finished
-                             and status.state == ActionState.done, detail={"error": status.error})
-        return
-    raise PermanentOpsError(f"no reachable registry replica holds {name}:{version}",
-                            tool="registry", target=name)
 
 
 async def _needs_restart(ctx: RunContext) -> list[str]:
