@@ -11,7 +11,11 @@ URL (password masked) and the driver's one-line reason, the original chained as 
 
 from __future__ import annotations
 
+import functools
 import os
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,11 +83,38 @@ def translate_errors(url: str | URL | None, doing: str = "use the database") -> 
         raise store_error(exc, url, doing) from exc
 
 
-def _enable_sqlite_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
-    """SQLite ignores foreign keys unless asked, per connection; ask."""
+#: How long a SQLite writer waits for another one before "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    """Per connection: enforce foreign keys (SQLite ignores them unless asked), and use the
+    write-ahead log so the readers of a busy store (status, Slack) never block its writers
+    (runs, the audit trail) and writers queue instead of failing at once.
+
+    WAL is a property of the file, so it is switched on once. The switch needs the file to
+    itself and SQLite answers "database is locked" at once, without its busy wait, when
+    another connection is opening the same new file; that case is retried here.
+    """
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA foreign_keys=ON")
+        deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+        delay = 0.005
+        while True:
+            try:
+                mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+                if str(mode).lower() in ("wal", "memory"):
+                    return
+                cursor.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
     finally:
         cursor.close()
 
@@ -114,7 +145,8 @@ def get_engine(url: str | None = None) -> Engine:
                     f"store: could not create the directory for {database}: {exc}"
                 ) from exc
         # Prefect runs tasks in worker threads; each checks out its own pooled connection.
-        kwargs["connect_args"] = {"check_same_thread": False}
+        kwargs["connect_args"] = {"check_same_thread": False,
+                                  "timeout": SQLITE_BUSY_TIMEOUT_S}
     else:
         kwargs["pool_pre_ping"] = True
     try:
@@ -122,7 +154,7 @@ def get_engine(url: str | None = None) -> Engine:
     except (ArgumentError, ImportError) as exc:
         raise StoreError(f"store: cannot open {mask_url(parsed)}: {exc}") from exc
     if parsed.get_backend_name() == "sqlite":
-        event.listen(engine, "connect", _enable_sqlite_foreign_keys)
+        event.listen(engine, "connect", _configure_sqlite)
     return engine
 
 
@@ -155,12 +187,18 @@ def alembic_config(url: str | URL | None = None) -> Config:
     return cfg
 
 
+@functools.cache
 def head_revision() -> str:
     """The newest revision shipped with this version of revive."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:  # pragma: no cover - the package always ships 0001
         raise StoreError(f"store: no migrations found in {MIGRATIONS_DIR}")
     return head
+
+
+#: Alembic's ``context`` and ``op`` are module-global proxies: two upgrades at once in one
+#: process (runs started side by side from Slack) would trample each other.
+_UPGRADE_LOCK = threading.Lock()
 
 
 def upgrade(url_or_engine: str | Engine | None = None) -> str:
@@ -171,19 +209,27 @@ def upgrade(url_or_engine: str | Engine | None = None) -> str:
     """
     engine = url_or_engine if isinstance(url_or_engine, Engine) else get_engine(url_or_engine)
     try:
-        cfg = alembic_config()
-        with translate_errors(engine.url, "migrate the database"):
-            with engine.begin() as connection:
-                cfg.attributes["connection"] = connection
-                try:
-                    command.upgrade(cfg, "head")
-                except CommandError as exc:
-                    # Typically a database migrated by a newer revive than this one.
-                    raise store_error(exc, engine.url, "migrate the database") from exc
-            revision = _current(engine)
+        with translate_errors(engine.url, "read the schema revision"):
+            if _current(engine) == head_revision():  # the usual case: nothing to do
+                return head_revision()
+        with _UPGRADE_LOCK:
+            return _upgrade(engine)
     finally:
         if not isinstance(url_or_engine, Engine):
             engine.dispose()
+
+
+def _upgrade(engine: Engine) -> str:
+    cfg = alembic_config()
+    with translate_errors(engine.url, "migrate the database"):
+        with engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            try:
+                command.upgrade(cfg, "head")
+            except CommandError as exc:
+                # Typically a database migrated by a newer revive than this one.
+                raise store_error(exc, engine.url, "migrate the database") from exc
+        revision = _current(engine)
     if revision is None:  # pragma: no cover - alembic stamps the version table itself
         raise StoreError(f"store: {mask_url(engine.url)} has no revision after upgrading")
     return revision

@@ -62,3 +62,17 @@ def test_one_linear_history() -> None:
     """Two heads would make ``upgrade`` ambiguous; a merge revision is needed first."""
     scripts = ScriptDirectory.from_config(store_db.alembic_config())
     assert scripts.get_heads() == [store_db.head_revision()]
+
+
+def test_upgrades_started_together_in_one_process_all_succeed(tmp_path: Path) -> None:
+    """Runs started side by side from Slack each upgrade the store when they open; Alembic's
+    module-global proxies must not let those upgrades trample each other."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # The race is on a new file (switching it to WAL); a few fresh files make it likely.
+    for attempt in range(10):
+        url = f"sqlite:///{tmp_path / f'revive-{attempt}.db'}"
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            revisions = list(pool.map(lambda _, url=url: store_db.upgrade(url), range(16)))
+        assert revisions == [store_db.head_revision()] * 16
+        assert store_db.current_revision(url) == store_db.head_revision()
