@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/plan.py
 	$(BIN)/python bench/ramp.py
 	$(BIN)/python bench/restart.py
+	$(BIN)/python bench/slack_ack.py
 
 clean:
 	rm -rf $(VENV) .revive .pytest_cache .ruff_cache .hypothesis

@@ -25,13 +25,11 @@ from revive.chat.models import RunCard, RunStatus, StepNote, Trigger
 from revive.chat.sink import ChatSink, chat_from_env
 from revive.errors import OpsError, ReviveError
 from revive.ops.models import ActionRef, ActionState, ActionStatus
-from revive.ops.toolbox import Toolbox, build_toolbox
+from revive.ops.toolbox import SIM_URL_ENV, Toolbox, build_toolbox
 from revive.runs import RunSession
 from revive.store.models import RunOutcome, StepState, TriggerSource
 from revive.topology import DEFAULT_PATH, Environment, Topology, load
 from tasks.clock import action_status, wait
-
-SIM_URL_ENV = "REVIVE_SIM_URL"
 
 
 class RunAborted(ReviveError):

@@ -23,6 +23,7 @@ from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
 
+from flows.approval import ApprovalRefused, approval_gate
 from flows.context import RunAborted, RunbookParams, RunContext, open_run
 from flows.images import copy_images, find_images
 from flows.restart_service_groups import HEALTH_CHECKS, HEALTH_GRACE_S
@@ -52,6 +53,9 @@ class PatchParams(RunbookParams):
     )
     gate_s: float = Field(
         30.0, ge=0, le=3600, description="Seconds to observe the DC after each batch."
+    )
+    approval_timeout_s: int = Field(
+        1800, ge=5, le=86400, description="Production: how long to wait for an approver."
     )
 
 
@@ -104,8 +108,12 @@ async def run_patch(
     batch_size: int = 2,
     gate_s: float = 30.0,
     max_error_rate_increase: float = 0.01,
+    approval_timeout_s: float = 1800,
 ) -> dict[str, Any]:
-    """Patch ``services`` in the target DC to ``version`` in gated batches; the summary."""
+    """Patch ``services`` in the target DC to ``version`` in gated batches; the summary.
+
+    In production an approver must agree once the images are in place, before the first
+    service is touched."""
     dc = ctx.target_dc
     names = _validate(ctx, services, source_dc)
     batches = plan_batches(names, canary, batch_size)
@@ -132,6 +140,9 @@ async def run_patch(
     ctx.plan_steps(len(sources) + len(names))
     try:
         tally.copied = await _copy_images(ctx, sources, version)
+        await approval_gate(ctx, "patch", f"patch {len(names)} service(s) in {dc} to {version} "
+                            f"in {len(batches)} batch(es): {', '.join(names)}?",
+                            approval_timeout_s)
         tally.baseline = await _error_rate(ctx)
         for label, batch in zip(_labels(batches, canary), batches, strict=True):
             ctx.check_abort()
@@ -140,6 +151,10 @@ async def run_patch(
                 break
     except RunAborted:
         tally.outcome, tally.reason = "aborted", "abort requested"
+        await _report(ctx, tally, names)
+        raise
+    except ApprovalRefused as exc:
+        tally.outcome, tally.reason = "not approved", str(exc)
         await _report(ctx, tally, names)
         raise
     await _report(ctx, tally, names)
@@ -403,4 +418,5 @@ async def deploy_patch(params: PatchParams) -> dict[str, Any]:
             ctx, services=params.services, version=params.version, source_dc=params.source_dc,
             canary=params.canary, batch_size=params.batch_size, gate_s=params.gate_s,
             max_error_rate_increase=params.max_error_rate_increase,
+            approval_timeout_s=params.approval_timeout_s,
         )

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
-from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
 from pydantic import Field
 
+from flows.approval import approval_gate
 from flows.context import RunbookParams, RunContext, open_run
 from flows.images import copy_images, find_images
 from flows.provision import run_provision
@@ -26,19 +25,9 @@ from revive.planning.restart import DEFAULT_MAX_PARALLEL
 from revive.ramp import RampPolicy
 from revive.readiness import Severity, run_check
 from revive.render import render
-from revive.store import db, service
-from revive.store.models import AuditSource, StepState
-from revive.topology import Environment
+from revive.store.models import StepState
 from tasks.config_store import feature_flags, set_feature_flag
 from tasks.services import deploy_component, service_state
-
-
-class Approval(RunInput):
-    """What an approver answers at the gate before traffic moves."""
-
-    approve: bool
-    approver: str
-    reason: str = ""
 
 
 class FailoverParams(RunbookParams):
@@ -48,7 +37,7 @@ class FailoverParams(RunbookParams):
     artifact_version: str = Field("v1", description="Version to deploy where one is missing.")
     policy: RampPolicy = Field(default_factory=RampPolicy, description="Ramp limits.")
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy, description="Client retries.")
-    approval_timeout_s: int = Field(1800, ge=60, le=86400, description="Production gate wait.")
+    approval_timeout_s: int = Field(1800, ge=5, le=86400, description="Production gate wait.")
     max_ramp_s: float = Field(7200.0, gt=0, le=86400, description="Longest ramp before holding.")
 
 
@@ -68,7 +57,8 @@ async def run_failover(ctx: RunContext, params: FailoverParams) -> dict:
     provisioned = await run_provision(ctx, params.share)
     to_restart = await _needs_restart(ctx)
     restarted = await run_restart(ctx, services=to_restart, max_parallel=params.max_parallel)
-    await _approval_gate(ctx, params)
+    await approval_gate(ctx, "traffic", f"move traffic into {dc} (ramp to 100% of {lost}'s "
+                        "load)?", params.approval_timeout_s)
     ramp = await run_ramp(ctx, policy=params.policy, retry_policy=params.retry_policy,
                           max_duration_s=params.max_ramp_s)
     failed = deploy_failed + list(restarted["failed"]) + provisioned["failed"]
@@ -165,32 +155,6 @@ async def _needs_restart(ctx: RunContext) -> list[str]:
         if state.healthy < state.instances and not state.busy:
             names.append(svc.name)
     return names
-
-
-async def _approval_gate(ctx: RunContext, params: FailoverParams) -> None:
-    """Production pauses for an approver before traffic moves; elsewhere it approves itself
-    on the record."""
-    key = "approval"
-    if ctx.is_done(key):
-        return
-    ctx.run.begin(key, "approval")
-    if ctx.environment == Environment.production:
-        answer = await pause_flow_run(wait_for_input=Approval, timeout=params.approval_timeout_s,
-                                      poll_interval=5)
-        actor, ok, outcome = answer.approver, answer.approve, "approved" if answer.approve else \
-            f"rejected: {answer.reason}"
-    else:
-        actor, ok, outcome = "revive", True, f"auto-approved ({ctx.environment})"
-    with db.session(ctx.run.engine) as s:
-        service.create_audit_event(
-            s, actor=actor, source=AuditSource.SYSTEM if actor == "revive" else AuditSource.UI,
-            action="approve-traffic-move", target=f"failover:{ctx.target_dc}",
-            outcome=outcome, run_id=ctx.run.run_id,
-        )
-    await ctx.settle(key, ok=ok, detail={"by": actor, "outcome": outcome},
-                     note=f"traffic move {outcome} by {actor}")
-    if not ok:
-        raise PermanentOpsError(f"traffic move {outcome}", tool="approval", target=ctx.target_dc)
 
 
 @flow(name="failover", log_prints=False)

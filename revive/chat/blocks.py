@@ -10,17 +10,28 @@ limit the last one says how many lines were left out.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from slack_sdk.models.blocks import MarkdownTextObject, SectionBlock
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ConfirmObject,
+    MarkdownTextObject,
+    SectionBlock,
+)
 
 from revive.chat.text import render_truncated
 
 __all__ = [
+    "APPROVE_ACTION",
     "ELLIPSIS",
     "MAX_BLOCKS",
     "MAX_SECTION_CHARS",
     "MAX_TEXT_CHARS",
+    "REJECT_ACTION",
+    "approval_buttons",
+    "gate_of",
     "text_to_blocks",
     "truncate",
 ]
@@ -30,6 +41,8 @@ MAX_SECTION_CHARS = 3_000
 MAX_TEXT_CHARS = 3_000
 """Cap for a message's top-level ``text`` (Slack allows more; it is only a notification)."""
 ELLIPSIS = "…"
+APPROVE_ACTION = "revive_approve"
+REJECT_ACTION = "revive_reject"
 
 
 def truncate(text: str, limit: int) -> str:
@@ -79,3 +92,28 @@ def text_to_blocks(
     hidden = sum(len(g) for g in dropped)
     closing = truncate(render_truncated(hidden), max_section_chars)
     return [*(_section("\n".join(g)) for g in kept), _section(closing)]
+
+
+def approval_buttons(run_id: str, gate: str) -> dict[str, Any]:
+    """Approve / Reject buttons for one gate of one run; each button's value names both, so a
+    click can only ever decide the gate it was shown for."""
+    value = json.dumps({"run": run_id, "gate": gate}, separators=(",", ":"))
+    return ActionsBlock(block_id=f"approval:{gate}"[:255], elements=[
+        ButtonElement(text="Approve", action_id=APPROVE_ACTION, value=value, style="primary"),
+        ButtonElement(text="Reject", action_id=REJECT_ACTION, value=value, style="danger",
+                      confirm=ConfirmObject(title="Reject?", text="The run stops safely "
+                                            "without this step.", confirm="Reject",
+                                            deny="Back")),
+    ]).to_dict()
+
+
+def gate_of(value: str) -> tuple[str, str]:
+    """The (run id, gate) an approval button's value names; ValueError if it names none."""
+    try:
+        data = json.loads(value)
+        run_id, gate = data["run"], data["gate"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"not an approval button value: {value[:80]!r}") from exc
+    if not (isinstance(run_id, str) and isinstance(gate, str) and run_id and gate):
+        raise ValueError(f"not an approval button value: {value[:80]!r}")
+    return run_id, gate

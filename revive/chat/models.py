@@ -15,7 +15,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["RunCard", "RunStatus", "StepNote", "Trigger"]
+__all__ = ["ApprovalPrompt", "RunCard", "RunStatus", "StepNote", "Trigger"]
 
 
 class RunStatus(StrEnum):
@@ -46,6 +46,20 @@ class Trigger(StrEnum):
     SCHEDULE = "schedule"
 
 
+class ApprovalPrompt(BaseModel):
+    """A gate waiting for a person: what they are asked, and how long they have.
+
+    In Slack the living message then carries Approve / Reject buttons whose value names the
+    run and the gate, so a click is tied to exactly one decision.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gate: str
+    question: str
+    timeout_s: float | None = None
+
+
 class RunCard(BaseModel):
     """The whole state of one run's living message; every update sends a complete card.
 
@@ -71,6 +85,8 @@ class RunCard(BaseModel):
     highlights: list[str] = Field(default_factory=list)
     link: str | None = None
     """URL of the run in the Prefect UI; shown as a link when it is http(s)."""
+    approval: ApprovalPrompt | None = None
+    """Set while the run waits at an approval gate (status ``waiting_approval``)."""
 
     @property
     def final(self) -> bool:

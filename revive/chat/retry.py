@@ -32,6 +32,8 @@ __all__ = [
     "BoundedRateLimitRetryHandler",
     "HttpServerErrorRetryHandler",
     "ShortBackoff",
+    "describe_error",
+    "retry_after",
     "retry_handlers",
 ]
 
@@ -52,7 +54,7 @@ class ShortBackoff(RetryIntervalCalculator):
         return min(self.max_s, interval * (1 + random.random() / 4))
 
 
-def _retry_after(headers: Mapping[str, str | Sequence[str]]) -> float | None:
+def retry_after(headers: Mapping[str, str | Sequence[str]]) -> float | None:
     """The ``Retry-After`` value in seconds, or None when absent or not a whole number."""
     for name, value in headers.items():
         if name.lower() == "retry-after":
@@ -87,7 +89,7 @@ class BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
             state=state, request=request, response=response, error=error
         ):
             return False
-        wait = _retry_after(response.headers)
+        wait = retry_after(response.headers)
         return wait is not None and wait <= self.max_wait_s
 
 
@@ -126,3 +128,16 @@ def retry_handlers(
             max_retry_count=connection_retries, interval_calculator=backoff
         ),
     ]
+
+
+def describe_error(err: Exception, token: str = "") -> str:
+    """A short description of a failed Slack call that never shows ``token``."""
+    from slack_sdk.errors import SlackApiError
+
+    if isinstance(err, SlackApiError):
+        response = err.response
+        code = response.get("error") if isinstance(response.data, dict) else None
+        text = f"HTTP {response.status_code}, error={code or 'unknown'}"
+    else:
+        text = f"{type(err).__name__}: {err}"
+    return text.replace(token, "xox?-<redacted>") if token else text

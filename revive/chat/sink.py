@@ -35,11 +35,16 @@ from typing import Any, Protocol, runtime_checkable
 
 from rich.console import Console
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
-from revive.chat.blocks import MAX_TEXT_CHARS, text_to_blocks, truncate
+from revive.chat.blocks import (
+    MAX_BLOCKS,
+    MAX_TEXT_CHARS,
+    approval_buttons,
+    text_to_blocks,
+    truncate,
+)
 from revive.chat.models import RunCard, RunStatus, StepNote
-from revive.chat.retry import retry_handlers
+from revive.chat.retry import describe_error, retry_handlers
 from revive.chat.text import render_card, render_card_line, render_note
 
 __all__ = [
@@ -47,9 +52,12 @@ __all__ = [
     "LOGGER_NAME",
     "ChatSink",
     "ConsoleSink",
+    "QuietSdkFilter",
     "SlackSettings",
     "SlackSink",
     "chat_from_env",
+    "slack_api_url",
+    "web_client_from_env",
 ]
 
 LOGGER_NAME = "revive.chat"
@@ -251,7 +259,7 @@ class _Update:
 _Work = _Start | _Note | _Update
 
 
-class _QuietSdkFilter(logging.Filter):
+class QuietSdkFilter(logging.Filter):
     """Drop slack_sdk's own "Failed to send a request" errors: the sink reports each one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -259,7 +267,7 @@ class _QuietSdkFilter(logging.Filter):
 
 
 _sdk_logger = logging.getLogger(f"{LOGGER_NAME}.slack.sdk")
-_sdk_logger.addFilter(_QuietSdkFilter())
+_sdk_logger.addFilter(QuietSdkFilter())
 
 
 @dataclass
@@ -511,7 +519,7 @@ class SlackSink:
             card.run_id,
             self._client.chat_postMessage,
             channel=self.channel,
-            **self._payload(render_card(card, slack=True), render_card_line(card, slack=True)),
+            **self._card_payload(card),
             unfurl_links=False,
             unfurl_media=False,
         )
@@ -538,7 +546,7 @@ class SlackSink:
             self._client.chat_update,
             channel=channel,
             ts=ts,
-            **self._payload(render_card(card, slack=True), render_card_line(card, slack=True)),
+            **self._card_payload(card),
         )
         with self._cond:
             run.last_write = time.monotonic()
@@ -569,6 +577,17 @@ class SlackSink:
     @staticmethod
     def _payload(mrkdwn: str, summary: str) -> dict[str, Any]:
         return {"text": truncate(summary, MAX_TEXT_CHARS), "blocks": text_to_blocks(mrkdwn)}
+
+    @staticmethod
+    def _card_payload(card: RunCard) -> dict[str, Any]:
+        """The living message; with Approve / Reject buttons while it waits at a gate."""
+        summary = truncate(render_card_line(card, slack=True), MAX_TEXT_CHARS)
+        mrkdwn = render_card(card, slack=True)
+        if card.approval is None or card.final:
+            return {"text": summary, "blocks": text_to_blocks(mrkdwn)}
+        blocks = text_to_blocks(mrkdwn, max_blocks=MAX_BLOCKS - 1)
+        return {"text": summary,
+                "blocks": [*blocks, approval_buttons(card.run_id, card.approval.gate)]}
 
     def _call(
         self, method: str, run_id: str, fn: Callable[..., Any], **kwargs: Any
@@ -608,14 +627,7 @@ class SlackSink:
         return None
 
     def _describe(self, err: Exception) -> str:
-        """A short, token-free description of an error."""
-        if isinstance(err, SlackApiError):
-            response = err.response
-            code = response.get("error") if isinstance(response.data, dict) else None
-            text = f"HTTP {response.status_code}, error={code or 'unknown'}"
-        else:
-            text = f"{type(err).__name__}: {err}"
-        return text.replace(self._secret, "xox?-<redacted>") if self._secret else text
+        return describe_error(err, self._secret)
 
     def _fallback_work(self, work: _Work) -> None:
         if isinstance(work, _Note):
@@ -653,16 +665,32 @@ def chat_from_env(env: Mapping[str, str] = os.environ) -> ChatSink:
         missing = ENV_TOKEN if not token else ENV_CHANNEL
         _diag.info("chat: %s is not set; progress goes to the log only", missing)
         return ConsoleSink()
+    try:
+        base_url = slack_api_url(env)
+    except ValueError as exc:
+        _diag.warning("chat: %s; progress goes to the log only", exc)
+        return ConsoleSink()
+    _diag.info("chat: posting progress to Slack channel %s via %s", channel, base_url)
+    return SlackSink(token, channel, settings=SlackSettings(base_url=base_url))
+
+
+def slack_api_url(env: Mapping[str, str] = os.environ) -> str:
+    """The Web API base URL every Slack client of revive uses: ``REVIVE_SLACK_API_URL`` or
+    Slack's, ending in "/" (added, with a warning, when missing). ValueError when it is not
+    http(s): each caller decides whether that means "log only" or "cannot start"."""
     base_url = env.get(ENV_API_URL, "").strip() or DEFAULT_SLACK_API_URL
     if not base_url.startswith(("http://", "https://")):
-        _diag.warning(
-            "chat: %s=%r is not an http(s) URL; progress goes to the log only",
-            ENV_API_URL,
-            base_url,
-        )
-        return ConsoleSink()
+        raise ValueError(f"{ENV_API_URL}={base_url!r} is not an http(s) URL")
     if not base_url.endswith("/"):
         _diag.warning("chat: %s should end with '/'; using %s/", ENV_API_URL, base_url)
         base_url += "/"
-    _diag.info("chat: posting progress to Slack channel %s via %s", channel, base_url)
-    return SlackSink(token, channel, settings=SlackSettings(base_url=base_url))
+    return base_url
+
+
+def web_client_from_env(env: Mapping[str, str] = os.environ, *, timeout_s: float = 10.0,
+                        logger: logging.Logger | None = None) -> WebClient:
+    """A Web API client with the bot token (``REVIVE_SLACK_BOT_TOKEN``, optional: Socket
+    Mode connects with the app token instead) at ``slack_api_url``; ValueError as there."""
+    return WebClient(token=env.get(ENV_TOKEN, "").strip() or None, base_url=slack_api_url(env),
+                     timeout=int(timeout_s), retry_handlers=retry_handlers(),
+                     logger=logger or _sdk_logger)

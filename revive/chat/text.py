@@ -88,6 +88,7 @@ def _card_context(card: RunCard, slack: bool) -> dict[str, Any]:
         "elapsed_real": format_duration(card.elapsed_real_s),
         "elapsed_sim": format_duration(card.elapsed_sim_s),
         "link": link,
+        "approval_wait": format_duration(card.approval.timeout_s) if card.approval else None,
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from revive.cli import check, db, plan, runs, serve, sim
+from revive.cli import check, db, plan, runs, serve, sim, slack
 
 app = typer.Typer(
     name="revive",
@@ -22,6 +22,7 @@ app.command("serve")(serve.serve)
 app.add_typer(plan.app, name="plan")
 app.add_typer(db.app, name="db")
 app.add_typer(sim.app, name="sim")
+app.add_typer(slack.app, name="slack")
 
 
 def main() -> None:

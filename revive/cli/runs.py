@@ -20,8 +20,9 @@ from rich.table import Table
 
 from revive.cli.common import EXIT_INPUT, err, out, user_errors
 from revive.errors import InputError
-from revive.runs.status import recent_runs
+from revive.runs.status import status_report
 from revive.store import db, service
+from revive.topology import DEFAULT_PATH, load
 
 EXIT_ACTIVE = 3
 RUNBOOKS = {
@@ -150,20 +151,35 @@ def _validation_message(exc: ValidationError) -> str:
 
 def status(
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Recent runs.")] = 20,
+    topology: Annotated[str, typer.Option("--topology", help="Topology file (for the DCs).")
+                        ] = str(DEFAULT_PATH),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Active and recent runs, with progress."""
+    """The DCs (traffic share, healthy services) and active and recent runs, with progress."""
     engine = db.get_engine()
     db.upgrade(engine)
-    rows = recent_runs(engine, limit=limit)
+    report = status_report(engine, lambda: load(topology), limit=limit)
     if as_json:
-        typer.echo(json.dumps({"runs": rows}, indent=2))
+        typer.echo(json.dumps(report, indent=2))
         return
+    if report["dcs"]:
+        dcs = Table(title="datacenters", box=box.SIMPLE_HEAD)
+        for col in ("dc", "traffic", "services up", "unknown"):
+            dcs.add_column(col)
+        for d in report["dcs"]:
+            dcs.add_row(d["dc"], "?" if d["traffic"] is None else f"{d['traffic']:.0%}",
+                        "?" if d["services_up"] is None else f"{d['services_up']}/{d['services']}",
+                        d["problem"] or "")
+        out.print(dcs)
+    else:
+        out.print(f"datacenters: unknown ({report['dc_problem']})", markup=False)
+    rows = report["runs"]
     table = Table(title="revive runs", box=box.SIMPLE_HEAD)
     for col in ("run", "runbook", "dc", "by", "started", "state", "steps"):
         table.add_column(col)
     for r in rows:
-        state = r["outcome"] + (" (abort requested)" if r["abort_requested"] else "")
+        state = r["outcome"] + (" (abort requested)" if r["abort_requested"] else "") + (
+            f" (waiting for approval: {r['waiting_for']})" if r["waiting_for"] else "")
         table.add_row(r["id"][:12], r["runbook"] + (" (dry run)" if r["dry_run"] else ""),
                       r["target_dc"] or "-", f"{r['by']} via {r['trigger']}",
                       r["ago"], state, f"{r['steps_done']}/{r['steps']}")
@@ -175,24 +191,13 @@ def abort(run_id: Annotated[str, typer.Argument(help="The run to stop.")]) -> No
     engine = db.get_engine()
     db.upgrade(engine)
     with user_errors(), db.session(engine) as s:
-        run = _find(s, run_id)
+        run = service.find_run(s, run_id)
         service.request_abort(s, run.id, by=whoami())
         service.create_audit_event(
             s, actor=whoami(), source="cli", action="abort", target=f"{run.runbook}:{run.id}",
             outcome="requested", run_id=run.id,
         )
     out.print(f"abort requested for {run.runbook} run {run.id}; it stops after its current step")
-
-
-def _find(session: Any, run_id: str) -> Any:
-    """A run by id or unique id prefix (status shows 12 characters)."""
-    run = service.get_run(session, run_id)
-    if run is not None:
-        return run
-    matches = [r for r in service.get_all_runs(session, limit=500) if r.id.startswith(run_id)]
-    if len(matches) != 1:
-        raise InputError(f"no run {run_id!r}" if not matches else f"run id {run_id!r} is ambiguous")
-    return matches[0]
 
 
 def drill(

@@ -26,6 +26,9 @@ from revive.ops.interfaces import (
 )
 from revive.topology import ToolKind, Topology
 
+#: Where the simulator's adapters find it when a run names no ``sim_url``.
+SIM_URL_ENV = "REVIVE_SIM_URL"
+
 
 @dataclass
 class Toolbox:

@@ -27,6 +27,7 @@ from revive.store.db import (
 from revive.store.models import (
     AuditEvent,
     AuditSource,
+    GateDecision,
     RunOutcome,
     RunRecord,
     StepRecord,
@@ -40,6 +41,7 @@ __all__ = [
     "DATABASE_URL_ENV",
     "AuditEvent",
     "AuditSource",
+    "GateDecision",
     "RunOutcome",
     "RunRecord",
     "StepRecord",

@@ -204,3 +204,22 @@ class AuditEvent(StoreModel, table=True):
         default=None, foreign_key="run_record.id", index=True, sa_type=String(32)
     )
     detail: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+
+
+class GateDecision(StoreModel, table=True):
+    """The one decision taken at an approval gate of a run: unique per (run, gate), so two
+    people clicking at once (or Slack and the Prefect UI) cannot both decide; the first wins
+    and everyone after is told who decided and when."""
+
+    __tablename__ = "gate_decision"
+    __table_args__ = (UniqueConstraint("run_id", "gate"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str = Field(foreign_key="run_record.id", index=True, sa_type=String(32))
+    gate: str
+    decision: str
+    """``approved``, ``rejected`` or ``timed out``."""
+    decided_by: str
+    source: AuditSource = Field(sa_type=StrEnumType(AuditSource))
+    decided_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    reason: str = ""

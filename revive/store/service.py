@@ -21,6 +21,7 @@ from revive.store.db import store_error
 from revive.store.models import (
     AuditEvent,
     AuditSource,
+    GateDecision,
     RunOutcome,
     RunRecord,
     StepRecord,
@@ -138,6 +139,21 @@ def get_run_or_raise(session: Session, run_id: str) -> RunRecord:
     if run is None:
         raise InputError(f"no run with id {run_id!r}")
     return run
+
+
+@_store_errors
+def find_run(session: Session, id_or_prefix: str) -> RunRecord:
+    """A run by id or unique id prefix (people paste the 12 characters status shows);
+    ``InputError`` saying whether none or several match."""
+    run = get_run(session, id_or_prefix)
+    if run is not None:
+        return run
+    statement = select(RunRecord).where(col(RunRecord.id).startswith(id_or_prefix)).limit(2)
+    matches = list(session.exec(statement).all()) if id_or_prefix else []
+    if len(matches) != 1:
+        raise InputError(f"no run {id_or_prefix!r}" if not matches
+                         else f"run id {id_or_prefix!r} is ambiguous")
+    return matches[0]
 
 
 @_store_errors
@@ -388,3 +404,51 @@ def get_run_by_prefect_id(session: Session, prefect_flow_run_id: str) -> RunReco
     """The run a Prefect flow run started: a Prefect retry continues that run."""
     statement = select(RunRecord).where(RunRecord.prefect_flow_run_id == prefect_flow_run_id)
     return session.exec(statement).first()
+
+
+# --- approval gates ------------------------------------------------------------------------
+
+
+@_store_errors
+def get_gate_decision(session: Session, *, run_id: str, gate: str) -> GateDecision | None:
+    statement = select(GateDecision).where(GateDecision.run_id == run_id,
+                                           GateDecision.gate == gate)
+    return session.exec(statement).first()
+
+
+@_store_errors
+def decide_gate(
+    session: Session,
+    *,
+    run_id: str,
+    gate: str,
+    decision: str,
+    by: str,
+    source: AuditSource | str,
+    reason: str = "",
+) -> tuple[GateDecision, bool]:
+    """Record the decision at a gate unless one exists: (the decision in force, whether it is
+    this one). The unique (run, gate) key makes the first writer win even across processes."""
+    existing = get_gate_decision(session, run_id=run_id, gate=gate)
+    if existing is not None:
+        return existing, False
+    decision_row = GateDecision(run_id=run_id, gate=gate, decision=decision, decided_by=by,
+                                source=AuditSource(source), decided_at=utcnow(), reason=reason)
+    session.add(decision_row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        winner = get_gate_decision(session, run_id=run_id, gate=gate)
+        if winner is None:
+            raise
+        return winner, False
+    return decision_row, True
+
+
+@_store_errors
+def withdraw_gate_decision(session: Session, decision: GateDecision) -> None:
+    """Undo a decision that could not be delivered (the run had stopped waiting), so the
+    record never claims a decision that changed nothing."""
+    session.delete(decision)
+    session.commit()

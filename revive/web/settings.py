@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +53,13 @@ class WebSettings(BaseSettings):
         description='JSON: {"production": {"U123": "approver"}, "*": {"*": "viewer"}}.',
     )
     topology: str = Field("runbooks/topology.yaml", description="Topology file for check/plan.")
+    start_mode: Literal["auto", "deployment", "process"] = Field(
+        "auto", description="Where runs started from Slack execute: a Prefect deployment "
+        "run on a worker, or this process; auto = deployment when PREFECT_API_URL is set.")
+    max_parallel_dry_runs: int = Field(
+        4, ge=1, le=64, description="Dry runs and drills run in this process at once at most.")
+    run_from_dc: str | None = Field(
+        None, description="Work pool (DC) for deployment runs; default: the run's target DC.")
 
     @field_validator("roles", mode="before")
     @classmethod
@@ -68,7 +75,6 @@ class WebSettings(BaseSettings):
                 for who, role in members.items()
             }
         return parsed
-
 
     def role_of(self, user_id: str, groups: Iterable[str], environment: str) -> Role:
         """The highest role ``user_id`` (in ``groups``) holds in ``environment``."""

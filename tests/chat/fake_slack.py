@@ -91,6 +91,10 @@ class FakeSlack:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
+        self.socket_url = ""
+        """What ``apps.connections.open`` answers: a Socket Mode WebSocket URL (tests set it)."""
+        self.usergroups: dict[str, list[str]] = {}
+        """User-group id -> member user ids, served by ``usergroups.list``/``users.list``."""
         self.app = Starlette(routes=[Route("/api/{method}", self._handle, methods=["GET", "POST"])])
 
     # -- modes, per method --------------------------------------------------------------
@@ -241,12 +245,17 @@ class FakeSlack:
             return _error(fault.error)
         if not auth.startswith("Bearer ") or len(auth) <= len("Bearer "):
             return _error("not_authed")
-        if not auth.startswith("Bearer xox"):
-            return _error("invalid_auth")
+        app_level = method == "apps.connections.open"  # the one method taking an xapp- token
+        if not auth.startswith("Bearer xapp-" if app_level else "Bearer xox"):
+            return _error("not_allowed_token_type" if auth.startswith("Bearer xo")
+                          else "invalid_auth")
         handler = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
+            "apps.connections.open": self._connections_open,
+            "usergroups.list": self._usergroups_list,
+            "usergroups.users.list": self._usergroups_users,
         }.get(method)
         return handler(params) if handler else _error("unknown_method")
 
@@ -311,6 +320,27 @@ class FakeSlack:
         return JSONResponse(
             {"ok": True, "channel": channel, "ts": ts, "text": message["text"], "message": message}
         )
+
+    def _connections_open(self, params: dict[str, Any]) -> Response:
+        if not self.socket_url:
+            return _error("internal_error")
+        return JSONResponse({"ok": True, "url": self.socket_url})
+
+    def _usergroups_list(self, params: dict[str, Any]) -> Response:
+        with_users = str(params.get("include_users", "")).lower() in ("1", "true")
+        with self._lock:
+            groups = [
+                {"id": gid, "handle": gid.lower(), **({"users": list(u)} if with_users else {})}
+                for gid, u in self.usergroups.items()
+            ]
+        return JSONResponse({"ok": True, "usergroups": groups})
+
+    def _usergroups_users(self, params: dict[str, Any]) -> Response:
+        with self._lock:
+            users = self.usergroups.get(str(params.get("usergroup", "")))
+        if users is None:
+            return _error("no_such_subteam")
+        return JSONResponse({"ok": True, "users": list(users)})
 
     def _channel_id(self, channel: str) -> str:
         """Slack answers with channel IDs, whatever name was posted to."""

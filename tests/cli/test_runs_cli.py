@@ -40,8 +40,10 @@ def test_bad_input_exits_2_and_says_what(args: list[str], message: str) -> None:
     assert "Traceback" not in result.output
 
 
-def test_status_lists_runs_and_abort_marks_a_running_one(store: str) -> None:
-    assert json.loads(runner.invoke(app, ["status", "--json"]).stdout) == {"runs": []}
+def test_status_lists_runs_and_abort_marks_a_running_one(store: str, monkeypatch) -> None:
+    monkeypatch.delenv("REVIVE_SIM_URL", raising=False)
+    assert json.loads(runner.invoke(app, ["status", "--json"]).stdout) == {
+        "runs": [], "dcs": [], "dc_problem": "no ops tools configured (set REVIVE_SIM_URL)"}
     engine = db.get_engine(store)
     db.upgrade(engine)
     with db.session(engine) as s:

@@ -210,3 +210,23 @@ def test_invalid_parameters_are_refused():
         PatchParams(services=[], version="v2")
     with pytest.raises(ValueError, match="batch_size"):
         PatchParams(services=["api"], version="v2", batch_size=0)
+
+
+def test_in_production_no_service_is_patched_without_an_approver(tmp_path, serve):
+    """The patch gate: images are put in place, then the run waits; nobody answers, so it
+    stops before any service is touched and says why."""
+    topology, path = write(tmp_path, small(environment="production"))
+    sim, url = serve(topology)
+    sim.estate.push_artifact("caller", "v2", "dc1")
+    with pytest.raises(Exception, match=r"patch timed out \(no answer within 5 s\)"):
+        asyncio.run(deploy_patch(PatchParams(
+            topology=path, target_dc="dc2", sim_url=url, services=["caller"], version="v2",
+            approval_timeout_s=5)))
+    assert patches(sim) == []
+    assert versions(sim, ["caller"]) == {"caller": "v1"}
+    assert [a.kind for a in sim.estate.actions()] == [ActionKind.copy_artifact]
+    (run,) = runs()
+    assert run.outcome == RunOutcome.FAILED
+    with db.session(db.get_engine()) as s:
+        decision = service.get_gate_decision(s, run_id=run.id, gate="patch")
+        assert (decision.decision, decision.decided_by) == ("timed out", "revive")

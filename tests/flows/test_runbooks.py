@@ -116,7 +116,8 @@ def test_failover_recovers_a_lost_dc_end_to_end(tmp_path, serve):
     assert sim.estate.weights["dc2"] == 1.0
     with db.session(db.get_engine()) as s:
         events = service.get_audit_events(s, run_id=result["run_id"])
-    assert [e.outcome for e in events] == ["auto-approved (drill)"]
+    assert [(e.actor, e.outcome, e.detail) for e in events] == [
+        ("revive", "approved", {"reason": "auto-approved (drill)"})]
 
 
 def test_a_second_trigger_gets_the_active_run(tmp_path, serve):

@@ -7,12 +7,8 @@ runs, except one test that drives the background runner with a fake flow.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import hmac
 import json
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,132 +17,28 @@ import pytest
 from pydantic import BaseModel, SecretStr
 
 from revive.store import db, service
-from revive.store.models import AuditEvent, TriggerSource
-from revive.web.app import BackgroundRunner, create_app
-from revive.web.commands import Caller, Job, parse
+from revive.web.access import Access
+from revive.web.app import create_app
+from revive.web.parse import parse
+from revive.web.replies import Caller, Job
+from revive.web.runner import BackgroundRunner
 from revive.web.settings import Role, WebSettings, role_of
 from revive.web.verify import make_verifier
-
-SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-SLACK_TS = "1531420618"
-SLACK_BODY = (
-    "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&"
-    "channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&"
-    "command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2F"
-    "T1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&"
-    "trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c"
+from tests.web.slack import (
+    GROUPIE,
+    NOW,
+    OPERATOR,
+    SLACK_BODY,
+    SLACK_SECRET,
+    SLACK_SIGNATURE,
+    SLACK_TS,
+    TOPOLOGY,
+    VIEWER,
+    App,
+    FixedClock,
+    sign,
+    text_of,
 )
-SLACK_SIGNATURE = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
-
-NOW = 1_700_000_000
-TOPOLOGY = str(Path(__file__).resolve().parents[2] / "runbooks" / "topology.yaml")
-VIEWER, OPERATOR, GROUPIE = "UVIEWER", "UOPERATOR", "UGROUPIE"
-
-
-class FixedClock:
-    def __init__(self, now: int) -> None:
-        self.value = now
-
-    def now(self) -> float:
-        return float(self.value)
-
-
-def sign(body: str, timestamp: str, secret: str = SLACK_SECRET) -> str:
-    digest = hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256)
-    return "v0=" + digest.hexdigest()
-
-
-@pytest.fixture
-def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / 'revive.db'}"
-    monkeypatch.setenv("REVIVE_DATABASE_URL", url)
-    return url
-
-
-@pytest.fixture
-def settings() -> WebSettings:
-    return WebSettings(
-        slack_signing_secret=SecretStr(SLACK_SECRET),
-        topology=TOPOLOGY,
-        roles={"production": {OPERATOR: "operator", "SOPS": "operator"}, "*": {"*": "viewer"}},
-    )
-
-
-class Client:
-    """A synchronous face on httpx's ASGI transport (Starlette's TestClient now warns that it
-    wants a package we do not install)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://revive") as c:
-                return await c.request(method, url, **kwargs)
-
-        return asyncio.run(go())
-
-    def get(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self._send("GET", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> httpx.Response:
-        return self._send("POST", url, **kwargs)
-
-
-class App:
-    """A test client plus what the app started and audited."""
-
-    def __init__(self, settings: WebSettings, clock: FixedClock, store: str) -> None:
-        self.started: list[Job] = []
-        self.clock = clock
-        self.store = store
-        self.app = create_app(settings, clock=clock, start=self.started.append,
-                              groups_of=lambda user: ["SOPS"] if user == GROUPIE else [])
-        self.client = Client(self.app)
-
-    def command(self, text: str, *, user: str = VIEWER, **overrides: Any) -> httpx.Response:
-        form = {"command": "/revive", "text": text, "user_id": user, "user_name": user.lower(),
-                "channel_id": "C1", "response_url": "https://hooks.slack.test/resp"}
-        body = urlencode(form)
-        timestamp = str(self.clock.value)
-        headers = {"X-Slack-Request-Timestamp": timestamp,
-                   "X-Slack-Signature": sign(body, timestamp),
-                   "Content-Type": "application/x-www-form-urlencoded", **overrides}
-        headers = {k: v for k, v in headers.items() if v is not None}
-        return self.client.post("/slack/commands", content=body, headers=headers)
-
-    def audit(self) -> list[AuditEvent]:
-        engine = db.get_engine(self.store)
-        try:
-            with db.session(engine) as s:
-                return list(reversed(service.get_audit_events(s)))
-        finally:
-            engine.dispose()
-
-    def create_run(self, runbook: str = "failover", target_dc: str = "dc2") -> str:
-        engine = db.get_engine(self.store)
-        try:
-            with db.session(engine) as s:
-                return service.create_run(s, runbook=runbook, parameters={},
-                                          trigger=TriggerSource.CLI, triggered_by="ana",
-                                          target_dc=target_dc).id
-        finally:
-            engine.dispose()
-
-
-@pytest.fixture
-def app(settings: WebSettings, store: str) -> App:
-    return App(settings, FixedClock(NOW), store)
-
-
-def text_of(response: httpx.Response) -> str:
-    payload = response.json()
-    assert len(payload["blocks"]) <= 50
-    for block in payload["blocks"]:
-        assert len(block["text"]["text"]) <= 3000
-    return "\n".join(b["text"]["text"] for b in payload["blocks"])
-
 
 # --- signatures ------------------------------------------------------------------------------
 
@@ -252,11 +144,45 @@ def test_help_lists_the_commands_and_the_callers_role(app: App) -> None:
     assert "/revive run <runbook>" in text and "Your role in production: *viewer*" in text
 
 
-def test_status_shows_runs_from_the_store(app: App) -> None:
-    assert "No runs yet" in text_of(app.command("status"))
+def test_status_shows_runs_from_the_store(app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REVIVE_SIM_URL", raising=False)
+    first = text_of(app.command("status"))
+    assert "No runs yet" in first
+    assert "_unknown: no ops tools configured (set REVIVE_SIM_URL)_" in first
     run_id = app.create_run()
     text = text_of(app.command("status"))
     assert run_id in text and "*failover* → dc2" in text and "[running]" in text
+    assert "waiting for approval" not in text
+    engine = db.get_engine(app.store)
+    with db.session(engine) as s:
+        service.start_step(s, run_id=run_id, step_key="approval:traffic", action="approval")
+    engine.dispose()
+    assert ":raised_hand: *waiting for approval* (traffic)" in text_of(app.command("status"))
+
+
+def test_status_shows_each_dcs_traffic_and_healthy_services(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    from revive.drill.server import SimServer
+    from revive.sim import Simulator
+    from revive.topology import load
+
+    topology = load(TOPOLOGY)
+    sim = Simulator(topology, seed=1)
+    sim.advance(5)
+    in_dc1 = sum(1 for svc in topology.services if svc.runs_in("dc1"))
+    with SimServer(sim) as server:
+        monkeypatch.setenv("REVIVE_SIM_URL", server.url)
+        before = text_of(app.command("status"))
+        sim.estate.power_loss("dc1")
+        after = text_of(app.command("status"))
+    assert f":large_green_circle: *dc1* · 50% of traffic · {in_dc1}/{in_dc1} services" in before
+    # the example's health checker lives in dc1 only (a readiness finding): with dc1 gone
+    # the traffic shares are still shown, and the health is "unknown", with the reason
+    assert ":white_circle: *dc1* · 50% of traffic · _health unknown (" in after
+    assert "health-checker" in after
+    # the tools gone: the answer still comes, and says why the DCs are unknown
+    gone = text_of(app.command("status"))
+    assert ":white_circle: *dc2* · _traffic share unknown (" in gone
 
 
 def test_check_summarises_the_findings(app: App) -> None:
@@ -367,7 +293,7 @@ def test_run_is_accepted_fast_and_started_without_waiting(app: App) -> None:
     assert job.kind == "run" and job.name == "failover"
     params: Any = job.params
     assert (params.dry_run, params.target_dc, params.triggered_by, str(params.trigger)) == (
-        True, "dc2", OPERATOR.lower(), "slack")
+        True, "dc2", f"{OPERATOR.lower()} ({OPERATOR})", "slack")
     assert job.caller.response_url == "https://hooks.slack.test/resp"
     (event,) = app.audit()
     assert (event.action, event.outcome) == ("run", "accepted")
@@ -402,7 +328,7 @@ def test_a_second_run_while_the_first_is_still_starting_is_not_started(app: App)
     assert "is starting up" in text_of(app.command("run failover target_dc=dc2",
                                                    user=OPERATOR))
     assert len(app.started) == 1
-    app.app.state.handler.release(app.started[0].key)
+    app.slack.commands.release(app.started[0].key)
     assert "Accepted" in text_of(app.command("run failover target_dc=dc2", user=OPERATOR))
 
 
@@ -420,6 +346,12 @@ class _Params(BaseModel):
     target_dc: str = "dc2"
 
 
+def _runner(app: App, answer: Any) -> BackgroundRunner:
+    settings = app.app.state.settings
+    return BackgroundRunner(settings, Access(settings, app.app.state.engine),
+                            httpx.Client(transport=httpx.MockTransport(answer)))
+
+
 def test_the_runner_posts_the_outcome_and_a_failed_post_is_only_logged(
     app: App, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -432,8 +364,7 @@ def test_the_runner_posts_the_outcome_and_a_failed_post_is_only_logged(
     async def flow(params: _Params) -> dict[str, Any]:
         return {"outcome": "succeeded"}
 
-    runner = BackgroundRunner(httpx.Client(transport=httpx.MockTransport(slack)))
-    runner.handler = app.app.state.handler
+    runner = _runner(app, slack)
     caller = Caller(OPERATOR, "op", "C1", "https://hooks.slack.test/resp")
     job = Job("run", "failover", _Params(), caller, ("failover", "dc2"), flow)
     runner.execute(job)
@@ -455,8 +386,7 @@ def test_a_failing_flow_is_reported_without_a_traceback(app: App) -> None:
     async def flow(params: _Params) -> dict[str, Any]:
         raise RuntimeError("boom")
 
-    runner = BackgroundRunner(httpx.Client(transport=httpx.MockTransport(slack)))
-    runner.handler = app.app.state.handler
+    runner = _runner(app, slack)
     caller = Caller(OPERATOR, "op", "C1", "https://hooks.slack.test/resp")
     runner.execute(Job("run", "failover", _Params(), caller, ("failover", "dc2"), flow))
     assert "failed: RuntimeError" in posted[0]["text"]
