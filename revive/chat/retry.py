@@ -48,10 +48,11 @@ class ShortBackoff(RetryIntervalCalculator):
     def __init__(self, base_s: float = 0.25, max_s: float = 5.0) -> None:
         self.base_s = base_s
         self.max_s = max_s
+        self._rng = random.Random()  # its own: chat retries never perturb anyone's sequence
 
     def calculate_sleep_duration(self, current_attempt: int) -> float:
         interval = self.base_s * (2**current_attempt)
-        return min(self.max_s, interval * (1 + random.random() / 4))
+        return min(self.max_s, interval * (1 + self._rng.random() / 4))
 
 
 def retry_after(headers: Mapping[str, str | Sequence[str]]) -> float | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from revive.cli import check, db, plan, runs, serve, sim, slack
@@ -25,5 +27,14 @@ app.add_typer(sim.app, name="sim")
 app.add_typer(slack.app, name="slack")
 
 
+#: Seconds a command waits for the temporary Prefect server it starts when no
+#: ``PREFECT_API_URL`` is set. Prefect's default is 20 s; a first start (migrations) on a
+#: busy machine, exactly when a DC is lost, can take longer, and a recovery must not fail
+#: for that.
+EPHEMERAL_STARTUP_TIMEOUT_S = "120"
+
+
 def main() -> None:
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS",
+                          EPHEMERAL_STARTUP_TIMEOUT_S)
     app()
