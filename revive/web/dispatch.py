@@ -52,6 +52,7 @@ class SlackApp:
     def command(self, form: Mapping[str, Any], *, retry: int | None = None) -> dict[str, Any]:
         """The acknowledgement body for a slash command (its form fields; Socket Mode sends
         them as JSON, so values are read as strings)."""
+        self.runner.saw_request()
         form = {k: "" if v is None else str(v) for k, v in form.items()}
         caller = Caller(user_id=form.get("user_id", ""), user_name=form.get("user_name", ""),
                         channel_id=form.get("channel_id", ""),
@@ -66,6 +67,7 @@ class SlackApp:
                     ) -> dict[str, Any]:
         """The acknowledgement of a button press, at once; the decision is taken right after
         on a pool thread and its answer goes to the press's ``response_url``."""
+        self.runner.saw_request()
         if payload.get("type") != "block_actions":
             log.info("ignored a Slack interaction of type %r", payload.get("type"))
             return {}

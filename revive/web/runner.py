@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 POST_TIMEOUT_S = 10.0
 #: A response_url works for 30 minutes; later answers go to the channel as bot messages.
 RESPONSE_URL_TTL_S = 29 * 60.0
+#: A dry run or drill started here waits until Slack has been quiet this long...
+REHEARSAL_QUIET_S = 0.2
+#: ...but never longer than this: rehearsals yield to answering people, they never starve.
+REHEARSAL_MAX_DEFER_S = 2.0
 #: Prefect states in which a deployment run still counts as the active run of its runbook.
 ACTIVE_STATES = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
 
@@ -65,6 +69,13 @@ class BackgroundRunner:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="revive-slack")
         self._rehearsals = ThreadPoolExecutor(max_workers=settings.max_parallel_dry_runs,
                                               thread_name_prefix="revive-slack-dry")
+        self._last_request = time.monotonic()
+        self.rehearsal_quiet_s = REHEARSAL_QUIET_S
+        self.rehearsal_max_defer_s = REHEARSAL_MAX_DEFER_S
+
+    def saw_request(self) -> None:
+        """A Slack request arrived: rehearsals about to start wait for the burst to pass."""
+        self._last_request = time.monotonic()
 
     @property
     def uses_deployments(self) -> bool:
@@ -75,15 +86,27 @@ class BackgroundRunner:
         """Start ``job`` without waiting for it.
 
         A real run gets its own thread at once. Dry runs and drills run here at most
-        ``max_parallel_dry_runs`` at a time: a burst of rehearsals must neither starve this
-        server (Slack waits 3 s for each answer) nor delay a real recovery."""
+        ``max_parallel_dry_runs`` at a time, and each starts only once no Slack request has
+        arrived for ``REHEARSAL_QUIET_S`` (``REHEARSAL_MAX_DEFER_S`` at most): a flow
+        starting in this process holds the interpreter lock in long stretches, and a burst
+        of rehearsals must neither starve this server (Slack waits 3 s for each answer) nor
+        delay a real recovery."""
         target = self.execute_deployment if self.uses_deployments else self.execute
         rehearsal = job.kind == "drill" or bool(getattr(job.params, "dry_run", False))
         if rehearsal and target == self.execute:
-            self._rehearsals.submit(target, job)
+            self._rehearsals.submit(self._when_quiet, target, job)
             return
         threading.Thread(target=target, args=(job,), daemon=True,
                          name=f"revive-slack-{job.kind}-{job.name}").start()
+
+    def _when_quiet(self, target: Callable[[Job], None], job: Job) -> None:
+        deadline = time.monotonic() + self.rehearsal_max_defer_s
+        while (now := time.monotonic()) < deadline:
+            quiet_for = now - self._last_request
+            if quiet_for >= self.rehearsal_quiet_s:
+                break
+            time.sleep(min(self.rehearsal_quiet_s - quiet_for, deadline - now))
+        target(job)
 
     # --- in this process -------------------------------------------------------------------
 
