@@ -5,6 +5,11 @@ then the ramp controller, fed only scraped metrics, raises the DC's GSLB share; 
 traffic it switches features back on in priority order. It stops when everything is on,
 when the controller stalls and asks for a human, on abort (the share stays where it is),
 or at ``max_duration_s``.
+
+The pause between scrapes is a plain wait on the clock, not a task: it changes nothing and
+asks nothing of an ops tool that its client does not already retry, and a ramp takes
+hundreds of them, which as task runs would only load the Prefect server and bury the
+scrapes and moves that matter in its UI.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from pydantic import Field
 from flows.context import RunbookParams, RunContext, open_run
 from revive.ops.models import RetryPolicy
 from revive.ramp import Change, DecisionKind, FeatureCandidate, RampPolicy, Sample, decide
-from tasks.clock import wait
 from tasks.config_store import feature_flags, push_retry_policy, set_feature_flag
 from tasks.metrics import scrape_metrics
 from tasks.traffic import set_traffic_weights, traffic_weights
@@ -55,7 +59,7 @@ async def run_ramp(
     share = weights.get(dc, 0.0)
     # The pre-ramp error rate is what the ramp cannot change (components lost with the DC):
     # measured one scrape after the retry policy went out, so the metrics are current.
-    start = await wait(tools.clock, for_s=scrape_interval_s)
+    start = await tools.clock.wait(for_s=scrape_interval_s)
     baseline = (await scrape_metrics(tools.metrics, dc)).error_rate
     features = _features_off(ctx, await feature_flags(tools.config))
     samples: list[Sample] = []
@@ -64,7 +68,7 @@ async def run_ramp(
     result = "timeout"
     while True:
         ctx.check_abort()
-        now = await wait(tools.clock, for_s=scrape_interval_s)
+        now = await tools.clock.wait(for_s=scrape_interval_s)
         if now - start > max_duration_s:
             break
         samples.append(await scrape_metrics(tools.metrics, dc))

@@ -23,7 +23,7 @@ from revive.errors import (
 from revive.ops.endpoint import ReplicatedEndpoint
 from revive.ops.models import ActionRef, ActionState, ActionStatus, RetryPolicy, ServiceState
 from revive.ramp import Sample
-from revive.sim.metrics import read_sample
+from revive.sim.metrics import SAMPLE_METRICS, read_sample
 
 _ERRORS: dict[str, type[PermanentOpsError]] = {
     "UnknownTarget": NotFoundError,
@@ -174,7 +174,8 @@ class SimMetrics(_SimAdapter):
     """Prometheus twin: one scrape of /metrics."""
 
     async def sample(self, dc: str) -> Sample:
-        response = await self.endpoint.request("GET", "/metrics", idempotent=True)
+        response = await self.endpoint.request(
+            "GET", "/metrics", params={"name[]": list(SAMPLE_METRICS)}, idempotent=True)
         if not response.is_success:
             _checked(response, tool=self.endpoint.tool, target=dc)
         return read_sample(response.text, dc)

@@ -135,10 +135,8 @@ class RunSession:
     def step_state(self, key: str) -> tuple[StepState | None, dict[str, Any] | None]:
         """(state, detail) of a step, or (None, None) if it never started."""
         with db.session(self.engine) as s:
-            for step in service.get_steps(s, run_id=self.run_id):
-                if step.step_key == key:
-                    return step.state, step.detail
-        return None, None
+            step = service.get_step(s, run_id=self.run_id, step_key=key)
+            return (step.state, step.detail) if step is not None else (None, None)
 
     def begin(self, key: str, action: str, detail: dict[str, Any] | None = None) -> None:
         if self.dry_run:

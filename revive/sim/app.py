@@ -93,8 +93,9 @@ def create_app(sim: Simulator) -> FastAPI:
         return ok()
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(render(sim), media_type=METRICS_CONTENT_TYPE)
+    async def metrics(request: Request) -> Response:
+        names = request.query_params.getlist("name[]")
+        return Response(render(sim, names), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/state")
     async def state() -> dict[str, Any]:

@@ -4,6 +4,8 @@ A ramp controller must decide from what a real one could scrape, so the simulato
 same format a Prometheus exporter does. The text is built by ``prometheus_client`` (a
 collector over a fresh registry, nothing global) and read back with its own parser, so the
 format (escaping, ``+Inf`` for a DC without database capacity) is the real one, not a lookalike.
+Like a real exporter, ``/metrics?name[]=...`` returns only the series asked for: a ramp scrapes
+every few simulated seconds and needs a handful of per-DC gauges, not every service's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from revive.ramp.controller import Sample
 from revive.sim.engine import Simulator
 from revive.sim.load import DcMetrics
 
-__all__ = ["read_sample", "render"]
+__all__ = ["SAMPLE_METRICS", "read_sample", "render"]
 
 # Per-DC gauges read from the load model: (name suffix, help, value of DcMetrics).
 _DC_GAUGES: list[tuple[str, str, str]] = [
@@ -101,11 +103,22 @@ def _gauge(suffix: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"revive_{suffix}", doc, labels=labels)
 
 
-def render(sim: Simulator) -> str:
-    """The simulator's current state as Prometheus text exposition (format 0.0.4)."""
-    registry = CollectorRegistry(auto_describe=False)
+#: The series ``read_sample`` reads: what a scrape for the ramp controller asks for.
+SAMPLE_METRICS: tuple[str, ...] = (
+    "revive_sim_time_seconds", "revive_dc_up", "revive_traffic_share",
+    "revive_db_utilisation_ratio", "revive_p99_latency_seconds", "revive_error_ratio",
+    "revive_retry_ratio", "revive_cache_hit_ratio",
+)
+
+
+def render(sim: Simulator, names: Iterable[str] = ()) -> str:
+    """The simulator's current state as Prometheus text exposition (format 0.0.4); only
+    the series in ``names`` when it is given (an exporter's ``name[]`` filter)."""
+    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
     registry.register(_SimCollector(sim))
-    return generate_latest(registry).decode("utf-8")
+    names = list(names)
+    return generate_latest(registry.restricted_registry(names) if names else registry).decode(
+        "utf-8")
 
 
 def read_sample(text: str, dc: str) -> Sample:

@@ -238,7 +238,9 @@ def set_prefect_flow_run_id(
 # --- steps ---------------------------------------------------------------------------------
 
 
-def _get_step(session: Session, run_id: str, step_key: str) -> StepRecord | None:
+@_store_errors
+def get_step(session: Session, *, run_id: str, step_key: str) -> StepRecord | None:
+    """One step of a run by its key (unique per run), or None if it never started."""
     statement = select(StepRecord).where(
         StepRecord.run_id == run_id, StepRecord.step_key == step_key
     )
@@ -259,7 +261,7 @@ def start_step(
     A step left ``started`` (crash) or ``failed`` is started again: state, start time reset.
     Callers check ``state`` on the result (or ``is_step_done`` first) to know whether to skip.
     """
-    step = _get_step(session, run_id, step_key)
+    step = get_step(session, run_id=run_id, step_key=step_key)
     if step is not None and step.state == StepState.DONE:
         return step
     if step is None:
@@ -288,7 +290,7 @@ def finish_step(
     final = StepState(state)
     if final is StepState.STARTED:
         raise ValueError("finish_step needs a final state, not 'started'")
-    step = _get_step(session, run_id, step_key)
+    step = get_step(session, run_id=run_id, step_key=step_key)
     if step is None:
         raise InputError(f"run {run_id!r} has no step {step_key!r} to finish")
     step.state = final
@@ -303,7 +305,7 @@ def finish_step(
 @_store_errors
 def is_step_done(session: Session, *, run_id: str, step_key: str) -> bool:
     """Whether a resumed run may skip this step."""
-    step = _get_step(session, run_id, step_key)
+    step = get_step(session, run_id=run_id, step_key=step_key)
     return step is not None and step.state == StepState.DONE
 
 

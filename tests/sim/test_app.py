@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from revive.sim import SimConfig, Simulator
 from revive.sim.app import create_app
-from revive.sim.metrics import read_sample
+from revive.sim.metrics import SAMPLE_METRICS, read_sample
 from tests.factories import build, service, tools
 
 BOTH = {"dc1": "https://x.dc1.example", "dc2": "https://x.dc2.example"}
@@ -82,6 +82,12 @@ def test_health_clock_state_and_metrics() -> None:
         assert len(list(text_string_to_metric_families(metrics.text))) > 10
         sample = read_sample(metrics.text, "dc2")
         assert sample.t == 30.0 and sample.share == 0.5
+        # an exporter's name[] filter: only the series asked for, the same values
+        some = await client.get("/metrics", params={"name[]": list(SAMPLE_METRICS)})
+        assert {f.name for f in text_string_to_metric_families(some.text)} == set(
+            SAMPLE_METRICS)
+        assert read_sample(some.text, "dc2") == sample
+        assert len(some.text) < len(metrics.text) / 3
 
     drive(script)
 
