@@ -8,11 +8,7 @@ back over the REST API by ``<flow>/<deployment>`` name, as a trigger would look 
 from __future__ import annotations
 
 import gc
-import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,19 +18,13 @@ import pytest
 import yaml
 from prefect.flows import load_flow_from_entrypoint
 
-from revive.drill.server import free_port
 from tests.factories import REPO
+from tests.prefect_server import PREFECT, prefect_server, tail
 
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 CONFIG = yaml.safe_load((REPO / "prefect.yaml").read_text())
 DEPLOYMENTS: list[dict[str, Any]] = CONFIG["deployments"]
 POOLS = sorted({d["work_pool"]["name"] for d in DEPLOYMENTS})
-HEALTH_TIMEOUT_S = 60.0
 COMMAND_TIMEOUT_S = 120.0
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _run(args: list[str], env: dict[str, str], log: Path, cwd: Path = REPO) -> None:
@@ -43,56 +33,14 @@ def _run(args: list[str], env: dict[str, str], log: Path, cwd: Path = REPO) -> N
             args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT_S, check=False,
         )
-    assert result.returncode == 0, f"{' '.join(args)} exited {result.returncode}:\n{_tail(log)}"
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    process.wait()
+    assert result.returncode == 0, f"{' '.join(args)} exited {result.returncode}:\n{tail(log)}"
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A running server; yields the environment that points the CLI at it."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        PREFECT_SERVER_UI_ENABLED="false",
-        PREFECT_LOGGING_TO_API_ENABLED="false",
-        PREFECT_CLI_PROMPT="false",
-        REVIVE_HOME=str(REPO),
-    )
-    log = home / "server.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=home, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + HEALTH_TIMEOUT_S
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                assert server.poll() is None, f"server exited {server.returncode}:\n{_tail(log)}"
-                try:
-                    if client.get(f"{api}/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, f"server not healthy:\n{_tail(log)}"
-                time.sleep(0.25)
-        yield {**env, "PREFECT_API_URL": api}
-    finally:
-        _stop(server)
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as env:
+        yield env
 
 
 @pytest.fixture(scope="module")

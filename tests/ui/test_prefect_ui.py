@@ -1,0 +1,140 @@
+"""The Prefect UI answers a production approval gate with the same typed input as Slack.
+
+A real ``prefect server start`` serves the UI; ``revive run failover`` runs against it (its
+own process, as an operator would start it) on a production estate, and pauses before
+traffic moves. Debian's Chromium, driven by Playwright, opens the run's page (the link revive
+puts in its progress), presses Resume and fills in the form Prefect builds from
+``flows.approval.Approval``. The run must then go on or stop exactly as the answer says,
+and revive's store must record who decided, from the UI.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from revive.drill.server import SimServer
+from revive.sim import Simulator
+from revive.store import db, service
+from tests.factories import REPO
+from tests.flows.estates import small, write
+from tests.prefect_server import prefect_server, tail
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAUSE_TIMEOUT_S = 120.0
+RUN_TIMEOUT_S = 180.0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    with prefect_server(tmp_path_factory.mktemp("prefect-ui"), ui=True) as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), "Chromium is missing: .ci/run installs Debian's chromium"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                             args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _paused_run(api: str, process: subprocess.Popen[bytes], log: Path) -> str:
+    deadline = time.monotonic() + PAUSE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the failover ended before pausing:\n{tail(log)}"
+        runs = httpx.post(f"{api}/flow_runs/filter", timeout=10.0, json={
+            "flow_runs": {"state": {"name": {"any_": ["Paused"]}}}}).json()
+        if runs:
+            return str(runs[0]["id"])
+        time.sleep(0.5)
+    raise AssertionError(f"the failover never paused at the approval gate:\n{tail(log)}")
+
+
+def _answer_in_the_ui(browser: Any, ui: str, flow_run_id: str, *, approve: bool,
+                      approver: str, reason: str) -> None:
+    context = browser.new_context()
+    # The UI calls an analytics host even with analytics off; nothing leaves this machine.
+    context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/]).*"), lambda route: route.abort())
+    try:
+        page = context.new_page()
+        page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
+        page.get_by_role("button", name="Resume").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("Resume Flow Run").wait_for()
+        if approve:
+            dialog.get_by_role("switch").click()
+        approver_box, reason_box = dialog.get_by_role("textbox").all()
+        approver_box.fill(approver)
+        reason_box.fill(reason)
+        dialog.get_by_role("button", name="Submit").click()
+        dialog.wait_for(state="hidden")
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approve", "reject"])
+def test_the_ui_resume_dialog_decides_the_production_gate(
+        server: dict[str, str], browser: Any, tmp_path: Path, approve: bool) -> None:
+    topology, path = write(tmp_path, small(environment="production"))
+    sim = Simulator(topology, seed=1)
+    sim.advance(5)
+    store = f"sqlite:///{tmp_path / 'revive.db'}"
+    log = tmp_path / "failover.log"
+    revive = str(Path(sys.executable).with_name("revive"))
+    with SimServer(sim) as sim_server:
+        sim.estate.power_loss("dc1")
+        with log.open("w") as out:
+            process = subprocess.Popen(
+                [revive, "run", "failover", f"topology={path}", "target_dc=dc2",
+                 f"sim_url={sim_server.url}", "approval_timeout_s=600"],
+                cwd=REPO, env={**server, "REVIVE_DATABASE_URL": store}, stdout=out,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            flow_run_id = _paused_run(server["PREFECT_API_URL"], process, log)
+            assert sim.estate.weights["dc2"] == 0.5  # nothing moved while it waits
+            _answer_in_the_ui(browser, server["PREFECT_UI_URL"], flow_run_id, approve=approve,
+                              approver="carol", reason="" if approve else "db not warm")
+            returncode = process.wait(timeout=RUN_TIMEOUT_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    output = log.read_text(errors="replace")
+    engine = db.get_engine(store)
+    try:
+        with db.session(engine) as s:
+            (run,) = service.get_all_runs(s)
+            decision = service.get_gate_decision(s, run_id=run.id, gate="traffic")
+            (event,) = service.get_audit_events(s, run_id=run.id)
+            assert run.prefect_flow_run_id == flow_run_id
+            assert (decision.decided_by, str(decision.source)) == ("carol", "ui")
+            assert (event.actor, str(event.source)) == ("carol", "ui")
+            outcome = str(run.outcome)
+    finally:
+        engine.dispose()
+    if approve:
+        assert returncode == 0, output[-3000:]
+        assert decision.decision == "approved" and outcome == "succeeded"
+        assert "recovered" in output
+        assert sim.estate.weights["dc2"] == 1.0
+    else:
+        assert returncode != 0, output[-3000:]
+        assert (decision.decision, decision.reason) == ("rejected", "db not warm")
+        assert outcome == "failed"
+        assert sim.estate.weights["dc2"] == 0.5  # traffic never moved
+        assert "traffic rejected (db not warm)" in output
