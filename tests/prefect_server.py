@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -28,8 +29,8 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 15 s; always reaped."""
+def stop(process: subprocess.Popen[Any]) -> None:
+    """Stop a server the tests started: SIGTERM, then SIGKILL after 15 s; always reaped."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:

@@ -24,6 +24,7 @@ from revive.drill.server import free_port
 from revive.store import db, service
 from revive.topology import Environment, load
 from tests.factories import EXAMPLE, REPO
+from tests.prefect_server import stop
 
 LIMIT_S = 240.0
 
@@ -94,12 +95,7 @@ def test_sigkill_then_resume_repeats_no_step(tmp_path: Path) -> None:
         shares = [e["detail"] for e in _get(base, "/log")["log"] if e["kind"] == "set_weights"]
         assert all(a != b for a, b in itertools.pairwise(shares))  # no move twice
     finally:
-        sim.send_signal(signal.SIGTERM)
-        try:
-            sim.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait()
+        stop(sim)
         log.close()
 
 
