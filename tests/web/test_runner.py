@@ -78,8 +78,8 @@ def _requests_for(runner: BackgroundRunner, seconds: float, started: list[float]
     end = time.monotonic() + seconds
     last = time.monotonic()
     while time.monotonic() < end and not started:
+        last = time.monotonic()  # taken before the runner's own stamp, so never after it
         runner.saw_request()
-        last = time.monotonic()
         time.sleep(0.02)
     return last
 
