@@ -65,9 +65,10 @@ def _estate(front_peak: float, db_peak: float, db_headroom: float) -> Topology:
     per_db = 2_000.0
     db_instances = round(db_peak * db_headroom / per_db)
 
-    def svc(name: str, tier: int, group: str, peak: float, cap: float, n: int) -> dict:
+    def svc(name: str, tier: int, group: str, peak: float, cap: float, n: int,
+            role: str = "service") -> dict:
         return {
-            "name": name, "tier": tier, "group": group, "redundancy": "active-active",
+            "name": name, "tier": tier, "group": group, "redundancy": "active-active", "role": role,
             "instances": {"dc1": n, "dc2": n}, "capacity_per_instance": cap,
             "peak_load": peak, "restart_seconds": 60,
         }
@@ -80,7 +81,7 @@ def _estate(front_peak: float, db_peak: float, db_headroom: float) -> Topology:
             "health": {"kind": "health_checker", "replicas": {"dc1": "h1", "dc2": "h2"}},
         },
         "services": [
-            svc("user-db", 0, "storage", db_peak, per_db, db_instances),
+            svc("user-db", 0, "storage", db_peak, per_db, db_instances, "database"),
             svc("login", 0, "auth", front_peak * 0.2, 1_000, round(front_peak * 0.3 / 1_000)),
             svc("api", 0, "api", front_peak, 1_000, round(front_peak * 1.3 / 1_000)),
         ],

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +23,12 @@ from pydantic import BaseModel, Field
 
 from revive.chat.models import RunCard, RunStatus, StepNote, Trigger
 from revive.chat.sink import ChatSink, chat_from_env
-from revive.errors import OpsError, ReviveError
+from revive.errors import InputError, OpsError, ReviveError
 from revive.ops.models import ActionRef, ActionState, ActionStatus
 from revive.ops.toolbox import SIM_URL_ENV, Toolbox, build_toolbox
 from revive.runs import RunSession
 from revive.store.models import RunOutcome, StepState, TriggerSource
-from revive.topology import DEFAULT_PATH, Environment, Topology, load
+from revive.topology import DEFAULT_PATH, Environment, Topology, load, require_databases
 from tasks.clock import action_status, wait
 
 
@@ -40,7 +40,7 @@ class RunbookParams(BaseModel):
     """Parameters every runbook takes (the Prefect UI renders them as a form)."""
 
     topology: str = Field(str(DEFAULT_PATH), min_length=1, description="Topology file.")
-    target_dc: str = Field("dc2", min_length=1, description="The DC this runbook acts on.")
+    target_dc: str | None = Field(None, min_length=1, description="The DC this runbook acts on.")
     sim_url: str | None = Field(
         None, description=f"Simulator to act on (drills); default ${SIM_URL_ENV}."
     )
@@ -51,6 +51,31 @@ class RunbookParams(BaseModel):
     triggered_by: str = Field("unknown", description="Who started the run.")
     trigger: TriggerSource = Field(TriggerSource.UI, description="What started the run.")
     resume: str | None = Field(None, description="Continue this run id, skipping done steps.")
+
+    def run_dc(self, topology: Topology) -> str:
+        """The DC this run is for (one active run per runbook and DC), checked against the
+        topology; a runbook acting on other DCs than ``target_dc`` overrides this."""
+        return known_dc(topology, "target_dc", self.target_dc)
+
+
+def known_dc(topology: Topology, key: str, dc: str | None) -> str:
+    """``dc`` if the topology declares it; invalid input naming ``key`` otherwise."""
+    names = ", ".join(topology.dc_names)
+    if dc is None:
+        raise InputError(f"{key}: required (topology has: {names})")
+    if dc not in topology.dc_names:
+        raise InputError(f"{key}: unknown datacenter {dc!r} (topology has: {names})")
+    return dc
+
+
+def the_lost_dc(topology: Topology, lost: str | None, targets: list[str]) -> str:
+    """The lost DC: as given, or the other DC of a two-DC estate; never one of ``targets``."""
+    if lost is None and len(topology.dc_names) == 2 and len(targets) == 1:
+        lost = next(dc for dc in topology.dc_names if dc != targets[0])
+    lost = known_dc(topology, "lost_dc", lost)
+    if lost in targets:
+        raise InputError(f"lost_dc: {lost!r} cannot also be a target DC")
+    return lost
 
 
 @dataclass
@@ -66,10 +91,21 @@ class RunContext:
     outcome: str | None = None
     _artifact: Any = None
     _pushed: float = 0.0
+    _dc: str | None = None
 
     @property
     def target_dc(self) -> str:
-        return self.params.target_dc
+        """The DC the current steps act on (``acting_on`` switches it for multi-DC runs)."""
+        return self._dc or self.params.target_dc or ""
+
+    @contextmanager
+    def acting_on(self, dc: str) -> Iterator[None]:
+        """Run the per-DC steps inside on ``dc`` (a failover recovers into several DCs)."""
+        saved, self._dc = self._dc, dc
+        try:
+            yield
+        finally:
+            self._dc = saved
 
     @property
     def dry_run(self) -> bool:
@@ -222,14 +258,16 @@ async def open_run(
     *,
     tools: Toolbox | None = None,
     chat: ChatSink | None = None,
+    needs_database: bool = False,
 ) -> AsyncIterator[RunContext]:
-    """Open the run, yield its context, and record how it ended whatever happens."""
+    """Open the run, yield its context, and record how it ended whatever happens.
+
+    ``needs_database``: the runbook moves traffic gated on the database, so an estate that
+    declares none is invalid input, refused before anything is recorded or changed."""
     topology = load(params.topology)
-    if params.target_dc not in topology.dc_names:
-        raise ReviveError(
-            f"target_dc: unknown datacenter {params.target_dc!r} "
-            f"(topology has: {', '.join(topology.dc_names)})"
-        )
+    if needs_database:
+        require_databases(topology, f"the {runbook} runbook", params.topology)
+    run_dc = params.run_dc(topology)
     flow_run = FlowRunContext.get()
     run = RunSession.start(
         prefect_flow_run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
@@ -237,7 +275,7 @@ async def open_run(
         parameters=params.model_dump(mode="json"),
         trigger=params.trigger,
         triggered_by=params.triggered_by,
-        target_dc=params.target_dc,
+        target_dc=run_dc,
         topology=topology,
         topology_source=params.topology,
         dry_run=params.dry_run,

@@ -1,9 +1,10 @@
-"""Runbook: fail a lost DC over into a surviving one, the whole way.
+"""Runbook: fail a lost DC over into the surviving ones, the whole way.
 
-The readiness findings are inputs, never blockers. Then, in order: switch features off,
-emergency-deploy the components that lived only in the lost DC, provision emergency
-capacity, restart what is down and the callers that cached the lost DC's IPs, pass the
-approval gate, and ramp traffic in. Each part is its own runbook too.
+The readiness findings are inputs, never blockers. Then, in order: switch features off;
+in every target DC, emergency-deploy the components that lived only in the lost DC,
+provision emergency capacity and restart what is down and the callers that cached the lost
+DC's IPs; pass the approval gate; and move the lost DC's users into the targets, each in
+proportion to what it already carried. Each part is its own runbook too.
 """
 
 from __future__ import annotations
@@ -13,25 +14,32 @@ from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
 
 from flows.approval import approval_gate
-from flows.context import RunbookParams, RunContext, open_run
+from flows.context import RunbookParams, RunContext, known_dc, open_run, the_lost_dc
 from flows.images import copy_images, find_images
-from flows.provision import run_provision
+from flows.provision import PlanLine, run_provision
 from flows.restart_service_groups import run_restart
 from flows.warm_up_ramp import run_ramp
-from revive.errors import OpsError, PermanentOpsError
+from revive.errors import InputError, OpsError, PermanentOpsError
 from revive.ops.models import ActionRef, ActionState, RetryPolicy
-from revive.planning import plan_capacity
+from revive.planning import plan_capacity, plan_failover_capacity
 from revive.planning.restart import DEFAULT_MAX_PARALLEL
 from revive.ramp import RampPolicy
 from revive.readiness import Severity, run_check
 from revive.render import render
 from revive.store.models import StepState
+from revive.topology import Topology
 from tasks.config_store import feature_flags, set_feature_flag
 from tasks.services import deploy_component, service_state
+from tasks.traffic import traffic_class_weights
 
 
 class FailoverParams(RunbookParams):
-    lost_dc: str | None = Field(None, description="The DC that was lost (default: the other).")
+    lost_dc: str | None = Field(
+        None, description="The DC that was lost (may be left out in a two-DC estate)."
+    )
+    target_dcs: list[str] | None = Field(
+        None, description="DCs to recover into (default: every other DC; target_dc: that one)."
+    )
     share: float | None = Field(None, gt=0, le=10, description="Capacity share to provision.")
     max_parallel: int = Field(DEFAULT_MAX_PARALLEL, ge=1, le=64, description="Restart cap.")
     artifact_version: str = Field("v1", description="Version to deploy where one is missing.")
@@ -40,28 +48,59 @@ class FailoverParams(RunbookParams):
     approval_timeout_s: int = Field(1800, ge=5, le=86400, description="Production gate wait.")
     max_ramp_s: float = Field(7200.0, gt=0, le=86400, description="Longest ramp before holding.")
 
+    def targets(self, topology: Topology) -> list[str]:
+        """The DCs to recover into: as given, ``target_dc`` alone, or every survivor."""
+        if self.target_dcs is not None:
+            if not self.target_dcs:
+                raise InputError("target_dcs: give at least one DC, or leave it out")
+            return [known_dc(topology, "target_dcs", dc) for dc in dict.fromkeys(self.target_dcs)]
+        if self.target_dc is not None:
+            return [known_dc(topology, "target_dc", self.target_dc)]
+        lost = known_dc(topology, "lost_dc", self.lost_dc)
+        return [dc for dc in topology.dc_names if dc != lost]
+
+    def run_dc(self, topology: Topology) -> str:
+        """One active failover per lost DC."""
+        return the_lost_dc(topology, self.lost_dc, self.targets(topology))
+
 
 async def run_failover(ctx: RunContext, params: FailoverParams) -> dict:
-    dc = ctx.target_dc
-    lost = params.lost_dc or next(d for d in ctx.topology.dc_names if d != dc)
+    targets = params.targets(ctx.topology)
+    lost = params.run_dc(ctx.topology)
+    into = ", ".join(targets)
     report = run_check(ctx.topology)
     errors = report.count(Severity.error)
     ctx.highlight(f"readiness: {errors} error(s), {report.count(Severity.warning)} warning(s)")
+    ramp_args = {"lost_dc": lost, "target_dcs": targets, "policy": params.policy,
+                 "retry_policy": params.retry_policy}
+    plans = await _capacity_plans(ctx, lost, targets, params.share)
     if ctx.dry_run:
-        await run_provision(ctx, params.share)
-        await run_restart(ctx, max_parallel=params.max_parallel)
-        await run_ramp(ctx, policy=params.policy, retry_policy=params.retry_policy)
+        for dc in targets:
+            with ctx.acting_on(dc):
+                await run_provision(ctx, plan=plans[dc])
+                await run_restart(ctx, max_parallel=params.max_parallel)
+        await run_ramp(ctx, **ramp_args)
         return {"planned": True, "findings": len(report.findings)}
     await _features_off(ctx)
-    deployed, deploy_failed = await _emergency_deploy(ctx, lost, params)
-    provisioned = await run_provision(ctx, params.share)
-    to_restart = await _needs_restart(ctx)
-    restarted = await run_restart(ctx, services=to_restart, max_parallel=params.max_parallel)
-    await approval_gate(ctx, "traffic", f"move traffic into {dc} (ramp to 100% of {lost}'s "
-                        "load)?", params.approval_timeout_s)
-    ramp = await run_ramp(ctx, policy=params.policy, retry_policy=params.retry_policy,
-                          max_duration_s=params.max_ramp_s)
-    failed = deploy_failed + list(restarted["failed"]) + provisioned["failed"]
+    deployed: list[str] = []
+    failed: list[str] = []
+    deploy_failed: list[str] = []
+    provisioned: dict[str, dict] = {}
+    restarted: dict[str, dict] = {}
+    for dc in targets:
+        with ctx.acting_on(dc):
+            need = {line.service: max(line.need, 1) for line in plans[dc]}
+            done, not_deployed = await _emergency_deploy(ctx, lost, need, params)
+            deployed += [f"{name}@{dc}" for name in done]
+            deploy_failed += [f"{line} in {dc}" for line in not_deployed]
+            provisioned[dc] = await run_provision(ctx, plan=plans[dc])
+            to_restart = await _needs_restart(ctx)
+            restarted[dc] = await run_restart(ctx, services=to_restart,
+                                              max_parallel=params.max_parallel)
+            failed += not_deployed + list(restarted[dc]["failed"]) + provisioned[dc]["failed"]
+    await approval_gate(ctx, "traffic", f"move {lost}'s traffic into {into}?",
+                        params.approval_timeout_s)
+    ramp = await run_ramp(ctx, **ramp_args, max_duration_s=params.max_ramp_s)
     if ramp["result"] == "full" and not failed:
         ctx.outcome = "recovered"
     elif ramp["share"] >= 1.0:
@@ -69,17 +108,36 @@ async def run_failover(ctx: RunContext, params: FailoverParams) -> dict:
     else:
         ctx.outcome = "failed"
     summary = {
-        "run_id": ctx.run.run_id, "outcome": ctx.outcome, "lost_dc": lost, "target_dc": dc,
+        "run_id": ctx.run.run_id, "outcome": ctx.outcome, "lost_dc": lost, "target_dcs": targets,
         "findings": [f.model_dump(mode="json") for f in report.findings],
         "deployed": deployed, "deploy_failed": deploy_failed,
         "provisioned": provisioned, "restarted": restarted,
         "ramp": {k: v for k, v in ramp.items() if k not in ("samples", "changes")},
+        "final_weights": ramp.get("weights", {}),
     }
     await acreate_markdown_artifact(
         markdown=render("failover/summary.md.j2", **summary), key="failover-report",
-        description=f"Failover into {dc}",
+        description=f"Failover of {lost} into {into}",
     )
     return summary
+
+
+async def _capacity_plans(
+    ctx: RunContext, lost: str, targets: list[str], share: float | None
+) -> dict[str, list[PlanLine]]:
+    """Each target's lines: sized for the share of the lost DC's traffic it takes (from the
+    class weights the traffic tool reports, or the topology's when it cannot be asked).
+    A failover into only some survivors sizes each target as the single-DC plan does."""
+    if sorted(targets) != sorted(dc for dc in ctx.topology.dc_names if dc != lost):
+        return {dc: plan_capacity(ctx.topology, dc, share=share).services for dc in targets}
+    try:
+        weights = await traffic_class_weights(ctx.tools.traffic)
+    except OpsError as exc:
+        await ctx.note_once("traffic-unreadable", f"traffic weights unreadable ({exc}): "
+                            "sizing survivors for the topology's default split")
+        weights = None
+    plan = plan_failover_capacity(ctx.topology, lost, weights=weights, share=share)
+    return {s.dc: list(s.services) for s in plan.survivors}
 
 
 async def _features_off(ctx: RunContext) -> None:
@@ -94,11 +152,11 @@ async def _features_off(ctx: RunContext) -> None:
 
 
 async def _emergency_deploy(
-    ctx: RunContext, lost: str, params: FailoverParams
+    ctx: RunContext, lost: str, need: dict[str, int], params: FailoverParams
 ) -> tuple[list[str], list[str]]:
-    """Deploy into the target DC what ran only in the lost DC (copying images if needed)."""
+    """Deploy into the target DC what ran only in the lost DC (copying images if needed);
+    ``need`` is the instances each service needs there."""
     dc = ctx.target_dc
-    need = {line.service: max(line.need, 1) for line in plan_capacity(ctx.topology, dc).services}
     missing = []
     for svc in ctx.topology.services:
         if svc.runs_in(lost) and not svc.runs_in(dc):
@@ -120,7 +178,7 @@ async def _emergency_deploy(
                 raise PermanentOpsError(f"no image {name}:{version} for {dc}: "
                                         f"{unavailable[name]}", tool="registry", target=name)
             ref = await ctx.start(key, "deploy", lambda rid, n=name: deploy_component(
-                ctx.tools.services, n, dc, need[n], version, rid))
+                ctx.tools.services, n, dc, need.get(n, 1), version, rid))
         except OpsError as exc:
             failed.append(f"{name}: {exc}")
             if ctx.run.step_state(key)[0] != StepState.FAILED:
@@ -159,6 +217,6 @@ async def _needs_restart(ctx: RunContext) -> list[str]:
 
 @flow(name="failover", log_prints=False)
 async def failover(params: FailoverParams) -> dict:
-    """Recover a lost DC's load into ``target_dc``: deploy, provision, restart, approve, ramp."""
-    async with open_run("failover", params) as ctx:
+    """Recover a lost DC's load into the target DCs: deploy, provision, restart, approve, ramp."""
+    async with open_run("failover", params, needs_database=True) as ctx:
         return await run_failover(ctx, params)

@@ -5,6 +5,8 @@ Quota shortfalls are reported and escalated, never fatal: the rest of the plan g
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prefect import flow
 from prefect.artifacts import acreate_table_artifact
 from pydantic import Field
@@ -12,8 +14,10 @@ from pydantic import Field
 from flows.context import RunbookParams, RunContext, open_run
 from revive.errors import PermanentOpsError, QuotaError
 from revive.ops.models import ActionRef, ActionState
-from revive.planning import plan_capacity
+from revive.planning import CapacityLine, FailoverLine, plan_capacity
 from tasks.compute import provision_instances
+
+PlanLine = CapacityLine | FailoverLine
 
 
 class ProvisionParams(RunbookParams):
@@ -23,12 +27,18 @@ class ProvisionParams(RunbookParams):
     )
 
 
-async def run_provision(ctx: RunContext, share: float | None = None) -> dict:
-    """Provision what the capacity plan adds, for services the topology runs in the DC."""
+async def run_provision(
+    ctx: RunContext, share: float | None = None, plan: Sequence[PlanLine] | None = None
+) -> dict:
+    """Provision what the capacity plan adds, for services the topology runs in the DC.
+
+    ``plan``: the DC's lines of a failover plan (its share of the lost DC's load); by
+    default the DC is sized for ``share`` of global peak."""
     dc = ctx.target_dc
-    plan = plan_capacity(ctx.topology, dc, share=share)
+    if plan is None:
+        plan = plan_capacity(ctx.topology, dc, share=share).services
     lines = [
-        line for line in plan.services
+        line for line in plan
         if line.add > 0 and ctx.topology.service(line.service).runs_in(dc)
     ]
     if ctx.dry_run:
@@ -45,7 +55,7 @@ async def run_provision(ctx: RunContext, share: float | None = None) -> dict:
     provisioned, shortfalls, failed = [], [], []
     for line in lines:
         key = f"provision:{line.service}@{dc}"
-        count = min(line.add, quota) if not ctx.is_done(key) else line.add
+        count = line.add if quota is None or ctx.is_done(key) else min(line.add, quota)
         if count <= 0:
             shortfalls.append(f"{line.service}: needs {line.add}, quota exhausted")
             await ctx.settle(key, ok=False, detail={"error": "quota exhausted"},
@@ -67,7 +77,8 @@ async def run_provision(ctx: RunContext, share: float | None = None) -> dict:
             shortfalls.append(f"{line.service}: got {count} of {line.add}")
             await ctx.warn(key, f"ESCALATE quota: {line.service} got {count} of {line.add} "
                                 f"in {dc}")
-        quota -= count
+        if quota is not None:
+            quota -= count
         if ref is not None:
             started[key] = (f"{count} {line.service}", ref)
     statuses = await ctx.settle_all({key: ref for key, (_, ref) in started.items()})

@@ -1,15 +1,17 @@
-"""Runbook: move traffic into the recovering DC without melting its cold caches.
+"""Runbook: move a lost DC's users into the recovering DCs without melting their caches.
 
-First the client retry policy goes to the config store (so clients cannot DDoS the DC),
-then the ramp controller, fed only scraped metrics, raises the DC's GSLB share; at full
-traffic it switches features back on in priority order. It stops when everything is on,
-when the controller stalls and asks for a human, on abort (the share stays where it is),
-or at ``max_duration_s``.
+First the client retry policy goes to the config store (so clients cannot DDoS the DCs),
+then the ramp moves each traffic class's users out of the lost DC into the target DCs,
+each in proportion to what it already carried (so none is drained), fed only scraped
+metrics and in priority order: tier 0's class gets the database's headroom first
+(``revive.ramp.classes``). With every class moved, features come back in (tier, priority)
+order. It stops when everything is on, when the controller stalls and asks for a human,
+on abort (the weights stay where they are), or at ``max_duration_s``.
 
-The pause between scrapes is a plain wait on the clock, not a task: it changes nothing and
-asks nothing of an ops tool that its client does not already retry, and a ramp takes
-hundreds of them, which as task runs would only load the Prefect server and bury the
-scrapes and moves that matter in its UI.
+``TrafficMover`` is the ramp as a runbook drives it; the failover starts each class's
+ramp as soon as that class's services are ready, from its own step loop. The pause
+between scrapes is a plain wait on the clock, not a task: it changes nothing, and a ramp
+takes hundreds of them, which as task runs would only load the Prefect server.
 """
 
 from __future__ import annotations
@@ -18,100 +20,211 @@ from prefect import flow
 from prefect.artifacts import acreate_table_artifact
 from pydantic import Field
 
-from flows.context import RunbookParams, RunContext, open_run
+from flows.context import RunbookParams, RunContext, open_run, the_lost_dc
 from revive.ops.models import RetryPolicy
-from revive.ramp import Change, DecisionKind, FeatureCandidate, RampPolicy, Sample, decide
+from revive.ramp import Change, FeatureCandidate, RampPolicy
+from revive.ramp.classes import ClassRamp, next_round
 from tasks.config_store import feature_flags, push_retry_policy, set_feature_flag
-from tasks.metrics import scrape_metrics
-from tasks.traffic import set_traffic_weights, traffic_weights
+from tasks.metrics import scrape_class_metrics
+from tasks.traffic import set_class_weights, traffic_class_weights
 
 
 class RampParams(RunbookParams):
+    lost_dc: str | None = Field(
+        None, description="The DC whose users move into target_dc (default: the other DC of "
+        "a two-DC estate)."
+    )
     policy: RampPolicy = Field(default_factory=RampPolicy, description="Limits and pacing.")
     retry_policy: RetryPolicy = Field(
         default_factory=RetryPolicy, description="Client retry rules pushed before any move."
     )
     scrape_interval_s: float = Field(10.0, gt=0, le=300, description="Seconds between scrapes.")
     max_duration_s: float = Field(
-        7200.0, gt=0, le=86400, description="Give up (hold the share) after this long."
+        7200.0, gt=0, le=86400, description="Give up (hold the weights) after this long."
     )
+
+
+class TrafficMover:
+    """The lost DC's users, class by class, moving into the targets under the controller.
+
+    ``prepare`` pushes the retry policy and reads where users are; ``activate`` starts a
+    class's ramp (its baseline error rate measured then); each ``step`` is one scrape round
+    and its moves. A class with no users in the lost DC needs no ramp.
+    """
+
+    def __init__(self, ctx: RunContext, *, lost_dc: str, target_dcs: list[str],
+                 policy: RampPolicy, retry_policy: RetryPolicy) -> None:
+        self.ctx, self.lost, self.targets = ctx, lost_dc, target_dcs
+        self.policy, self.retry_policy = policy, retry_policy
+        self.before: dict[str, dict[str, float]] = {}
+        self.ramps: dict[str, ClassRamp] = {}
+        self.features: list[FeatureCandidate] = []
+        self.last_change: dict[str, float | None] = dict.fromkeys(target_dcs)
+        self.dc_changes: dict[str, list[Change]] = {dc: [] for dc in target_dcs}
+        self.last_progress: float | None = None
+        self.started_at: float | None = None
+        self.result = "timeout"
+
+    async def prepare(self) -> None:
+        tools = self.ctx.tools
+        await self.ctx.instant("ramp:retry-policy", "config", lambda: push_retry_policy(
+            tools.config, self.retry_policy),
+            note=f"client retry policy: {self.retry_policy.model_dump()}")
+        self.before = await traffic_class_weights(tools.traffic)
+        self.features = _features_off(self.ctx, await feature_flags(tools.config))
+
+    @property
+    def to_move(self) -> list[str]:
+        """Classes that had users in the lost DC, in priority order."""
+        return [c for c in self.ctx.topology.traffic_classes
+                if self.before.get(c, {}).get(self.lost, 0.0) > 0]
+
+    async def activate(self, classes: list[str], now: float) -> None:
+        """Start the ramps of ``classes``; their baselines come from one scrape now."""
+        new = [c for c in classes if c in self.to_move and c not in self.ramps]
+        if not new:
+            return
+        known = self.ctx.topology.traffic_classes
+        lanes = [(c, dc) for c in new for dc in [*self.targets, self.lost]]
+        samples = await scrape_class_metrics(self.ctx.tools.metrics, lanes)
+        for c in new:
+            ramp = ClassRamp.start(c, known[c].priority, self.lost, self.targets,
+                                   self.before[c], known[c].load_share)
+            moving_error = samples[c, self.lost].error_rate
+            for lane in ramp.lanes:
+                # Where the class had no users, there is nobody to protect: the ramp must
+                # not make the moving users worse off than they were in the lost DC.
+                had_users = self.before[c].get(lane.dc, 0.0) > 0
+                lane.baseline_error = max(samples[c, lane.dc].error_rate,
+                                          0.0 if had_users else moving_error)
+            self.ramps[c] = ramp
+        self.started_at = self.started_at if self.started_at is not None else now
+        self.last_progress = self.last_progress if self.last_progress is not None else now
+        self.ctx.highlight(f"ramp started for {', '.join(new)} at {now:.0f} s")
+
+    @property
+    def done(self) -> bool:
+        return (all(c in self.ramps and self.ramps[c].complete for c in self.to_move)
+                and not self.features)
+
+    async def step(self, now: float) -> None:
+        """One scrape round: samples for every active lane, then the round's moves."""
+        ctx, tools = self.ctx, self.ctx.tools
+        active = [r for r in self.ramps.values()]
+        lanes = [(r.name, lane.dc) for r in active for lane in r.lanes]
+        samples = await scrape_class_metrics(tools.metrics, lanes) if lanes else {}
+        for ramp in active:
+            for lane in ramp.lanes:
+                lane.samples.append(samples[ramp.name, lane.dc])
+        all_started = all(c in self.ramps for c in self.to_move)
+        decided = next_round(active, policy=self.policy, now=now, last_change=self.last_change,
+                             last_progress=self.last_progress, dc_load=self.dc_load(),
+                             dc_changes=self.dc_changes,
+                             features_off=self.features if all_started else ())
+        if decided.stalled is not None:
+            await ctx.warn("ramp", f"STALLED: {decided.stalled}")
+            self.result = "stalled"
+            return
+        load_before = self.dc_load()
+        for name, moved in decided.moves.items():
+            ramp = self.ramps[name]
+            weights = ramp.weights(moved)
+            key = f"ramp:{name}@{now:.0f}"  # a resumed ramp re-reads the weights: new keys
+            await ctx.instant(key, "traffic", lambda c=name, w=weights: set_class_weights(
+                tools.traffic, c, w))
+            for lane in ramp.lanes:
+                lane.changes.append(Change(t=now, share_from=ramp.share(lane),
+                                           share_to=ramp.share(lane, moved)))
+                self.last_change[lane.dc] = now
+            if moved > ramp.moved:
+                self.last_progress = now
+            ramp.moved = moved
+        if decided.moves:
+            load_after = self.dc_load()
+            for dc in self.targets:
+                self.dc_changes[dc].append(Change(t=now, share_from=load_before[dc],
+                                                  share_to=load_after[dc]))
+        if decided.feature is not None:
+            f = decided.feature
+            await ctx.instant(f"ramp:feature:{f.service}/{f.name}", "config",
+                              lambda f=f: set_feature_flag(tools.config, f.service, f.name, True),
+                              note=f"feature on: {f.service}/{f.name}")
+            self.features = [x for x in self.features if x != f]
+            self.last_change = dict.fromkeys(self.targets, now)
+        if self.done:
+            self.result = "full"
+        ctx.run.progress.set(current="ramp " + ", ".join(
+            f"{r.name} {r.moved:.0%}" for r in self.ramps.values()))
+
+    def weights(self) -> dict[str, dict[str, float]]:
+        """Every class's weights per DC as the ramp has set them so far."""
+        return {c: (self.ramps[c].weights() if c in self.ramps else dict(w))
+                for c, w in self.before.items()}
+
+    def dc_load(self) -> dict[str, float]:
+        """Each target's share of the estate's load now (what its database carries)."""
+        known = self.ctx.topology.traffic_classes
+        weights = self.weights()
+        return {dc: sum(known[c].load_share * w.get(dc, 0.0)
+                        for c, w in weights.items() if c in known) for dc in self.targets}
+
+    @property
+    def moved(self) -> float:
+        """The least moved class's fraction (1.0: every class's users are out)."""
+        return min((self.ramps[c].moved if c in self.ramps else 0.0 for c in self.to_move),
+                   default=1.0)
+
+    async def summary(self, now: float) -> dict:
+        where = ", ".join(self.targets)
+        took = now - (self.started_at if self.started_at is not None else now)
+        self.ctx.highlight(f"ramp {self.lost} -> {where}: {self.moved:.0%} moved "
+                           f"({self.result}) after {took:.0f} s")
+        await acreate_table_artifact(
+            table=[{"class": r.name, "dc": lane.dc, **s.model_dump()}
+                   for r in self.ramps.values() for lane in r.lanes for s in lane.samples[-200:]],
+            key="ramp-samples", description=f"Metrics the ramp controller saw in {where}",
+        )
+        weights = self.weights()
+        return {
+            "result": self.result, "share": self.moved, "seconds": took, "weights": weights,
+            "classes": {c: r.moved for c, r in self.ramps.items()},
+            "samples": {c: {lane.dc: [s.model_dump() for s in lane.samples] for lane in r.lanes}
+                        for c, r in self.ramps.items()},
+            "changes": {c: {lane.dc: [x.model_dump() for x in lane.changes] for lane in r.lanes}
+                        for c, r in self.ramps.items()},
+        }
 
 
 async def run_ramp(
     ctx: RunContext,
     *,
+    lost_dc: str,
+    target_dcs: list[str],
     policy: RampPolicy,
     retry_policy: RetryPolicy,
     scrape_interval_s: float = 10.0,
     max_duration_s: float = 7200.0,
 ) -> dict:
-    """Ramp the target DC to 100% and then its features; returns the samples and moves."""
-    dc = ctx.target_dc
-    tools = ctx.tools
+    """Every class's ramp at once, judged in priority order; returns the summary."""
     if ctx.dry_run:
-        ctx.log("dry run: would push %s, then ramp %s to 100%% under %s",
-                retry_policy.model_dump(), dc, policy.model_dump())
+        ctx.log("dry run: would push %s, then move %s's traffic into %s under %s",
+                retry_policy.model_dump(), lost_dc, ", ".join(target_dcs), policy.model_dump())
         return {"planned": True}
-    await ctx.instant("ramp:retry-policy", "config", lambda: push_retry_policy(
-        tools.config, retry_policy), note=f"client retry policy: {retry_policy.model_dump()}")
-    weights = await traffic_weights(tools.traffic)
-    others = [d for d in weights if d != dc]
-    share = weights.get(dc, 0.0)
-    # The pre-ramp error rate is what the ramp cannot change (components lost with the DC):
-    # measured one scrape after the retry policy went out, so the metrics are current.
-    start = await tools.clock.wait(for_s=scrape_interval_s)
-    baseline = (await scrape_metrics(tools.metrics, dc)).error_rate
-    features = _features_off(ctx, await feature_flags(tools.config))
-    samples: list[Sample] = []
-    changes: list[Change] = []
-    last_advance: float | None = None
-    result = "timeout"
-    while True:
+    mover = TrafficMover(ctx, lost_dc=lost_dc, target_dcs=target_dcs, policy=policy,
+                         retry_policy=retry_policy)
+    await mover.prepare()
+    start = now = await ctx.tools.clock.wait(for_s=scrape_interval_s)
+    await mover.activate(mover.to_move, now)
+    while not mover.done and mover.result != "stalled":
         ctx.check_abort()
-        now = await tools.clock.wait(for_s=scrape_interval_s)
+        now = await ctx.tools.clock.wait(for_s=scrape_interval_s)
         if now - start > max_duration_s:
             break
-        samples.append(await scrape_metrics(tools.metrics, dc))
-        decision = decide(
-            samples, share=share, policy=policy, now=now,
-            last_change_t=changes[-1].t if changes else None, last_advance_t=last_advance,
-            features_off=features, changes=changes, baseline_error_rate=baseline,
-        )
-        if decision.kind in (DecisionKind.advance, DecisionKind.back_off):
-            new = decision.share
-            rest = 1.0 - new
-            target = {dc: new, **{d: rest / len(others) for d in others}} if others else {dc: 1}
-            key = f"ramp:share@{now:.0f}"  # a resumed ramp re-reads the weights: new keys
-            await ctx.instant(key, "traffic", lambda t=target: set_traffic_weights(
-                tools.traffic, t))
-            changes.append(Change(t=now, share_from=share, share_to=new))
-            if decision.kind == DecisionKind.advance:
-                last_advance = now
-            share = new
-        elif decision.kind == DecisionKind.enable_feature and decision.feature is not None:
-            f = decision.feature
-            await ctx.instant(f"ramp:feature:{f.service}/{f.name}", "config",
-                              lambda f=f: set_feature_flag(tools.config, f.service, f.name, True),
-                              note=f"feature on: {f.service}/{f.name}")
-            features = [x for x in features if x != f]
-            changes.append(Change(t=now, share_from=share, share_to=share))
-        elif decision.kind == DecisionKind.stall:
-            await ctx.warn("ramp", f"STALLED: {decision.reason}")
-            result = "stalled"
-            break
-        ctx.run.progress.set(current=f"ramp {dc} {share:.0%}: {decision.reason}")
+        await mover.step(now)
         await ctx.tick()
-        if share >= 1.0 and not features:
-            result = "full"
-            break
-    ctx.highlight(f"ramp {dc}: {share:.0%} ({result}) after {now - start:.0f} s")
-    await acreate_table_artifact(
-        table=[s.model_dump() for s in samples[-500:]], key="ramp-samples",
-        description=f"Metrics the ramp controller saw for {dc}",
-    )
-    return {"result": result, "share": share, "seconds": now - start,
-            "samples": [s.model_dump() for s in samples],
-            "changes": [c.model_dump() for c in changes]}
+    if mover.done:
+        mover.result = "full"
+    return await mover.summary(now)
 
 
 def _features_off(ctx: RunContext, flags: dict[tuple[str, str], bool]) -> list[FeatureCandidate]:
@@ -122,14 +235,16 @@ def _features_off(ctx: RunContext, flags: dict[tuple[str, str], bool]) -> list[F
         for f in svc.features:
             if not flags.get((svc.name, f.name), True):
                 off.append(FeatureCandidate(service=svc.name, name=f.name, priority=f.priority,
-                                            cost=f.cost * svc.peak_load / total))
+                                            cost=f.cost * svc.peak_load / total, tier=svc.tier))
     return off
 
 
 @flow(name="warm_up_ramp", log_prints=False)
 async def warm_up_ramp(params: RampParams) -> dict:
-    """Push the retry policy, then ramp the target DC's traffic under the controller."""
-    async with open_run("warm_up_ramp", params) as ctx:
-        return await run_ramp(ctx, policy=params.policy, retry_policy=params.retry_policy,
+    """Push the retry policy, then move the lost DC's users into the target DC."""
+    async with open_run("warm_up_ramp", params, needs_database=True) as ctx:
+        lost = the_lost_dc(ctx.topology, params.lost_dc, [ctx.target_dc])
+        return await run_ramp(ctx, lost_dc=lost, target_dcs=[ctx.target_dc],
+                              policy=params.policy, retry_policy=params.retry_policy,
                               scrape_interval_s=params.scrape_interval_s,
                               max_duration_s=params.max_duration_s)

@@ -1,4 +1,5 @@
-"""``revive plan restart|provision``: the recovery plans for one DC, nothing executed."""
+"""``revive plan restart|provision``: the recovery plans for one DC or one DC loss, nothing
+executed."""
 
 from __future__ import annotations
 
@@ -16,7 +17,16 @@ from revive.cli.common import (
     print_json,
     user_errors,
 )
-from revive.planning import CapacityPlan, RestartPlan, plan_capacity, plan_restart
+from revive.errors import InputError
+from revive.planning import (
+    CapacityPlan,
+    FailoverPlan,
+    RestartPlan,
+    SurvivorPlan,
+    plan_capacity,
+    plan_failover_capacity,
+    plan_restart,
+)
 from revive.planning.restart import DEFAULT_MAX_PARALLEL
 
 app = typer.Typer(help="Compute recovery plans for a DC without changing anything.")
@@ -63,13 +73,21 @@ def restart(
 
 @app.command("provision")
 def provision(
-    dc: DcOption,
+    dc: Annotated[
+        str | None, typer.Option("--dc", help="Size this DC to carry a share of global peak.")
+    ] = None,
+    lost_dc: Annotated[
+        str | None,
+        typer.Option("--lost-dc", help="Size every survivor for the traffic losing this DC "
+                     "sends it."),
+    ] = None,
     share: Annotated[
         float | None,
         typer.Option(
             "--share",
             help="Share of global peak to carry, for every tier "
-            "(default: 1.2 for tiers 0-1, 1.0 for the rest).",
+            "(default: 1.2 for tiers 0-1, 1.0 for the rest); with --lost-dc, the margin "
+            "on each survivor's new share.",
         ),
     ] = None,
     show_all: Annotated[
@@ -78,14 +96,28 @@ def provision(
     topology: TopologyOption = DEFAULT_TOPOLOGY,
     as_json: JsonOption = False,
 ) -> None:
-    """Size a DC to carry a share of global peak: have, need and add per service."""
+    """Size a DC (--dc) or the survivors of a DC loss (--lost-dc): have, need and add."""
+    with user_errors():
+        _one_target(dc, lost_dc)
     topo = load_topology(topology)
     with user_errors():
-        plan = plan_capacity(topo, dc, share=share)
+        plan = (plan_capacity(topo, dc, share=share) if dc is not None
+                else plan_failover_capacity(topo, lost_dc or "", share=share))
     if as_json:
         print_json(plan)
+    elif isinstance(plan, FailoverPlan):
+        render_failover(plan, share=share, show_all=show_all)
     else:
         render_capacity(plan, show_all=show_all)
+
+
+def _one_target(dc: str | None, lost_dc: str | None) -> None:
+    """A provision plan is for one DC or for the survivors of one loss, never both."""
+    if (dc is None) == (lost_dc is None):
+        raise InputError(
+            "give exactly one of --dc DC (size that DC) and --lost-dc DC "
+            "(size the survivors of losing it)"
+        )
 
 
 def _bar(start: float, end: float, makespan: float) -> str:
@@ -142,6 +174,37 @@ def render_capacity(plan: CapacityPlan, *, show_all: bool) -> None:
     out.print(
         f"{plan.total_add} instance(s) to add across "
         f"{sum(1 for s in plan.services if s.add)} service(s)"
+        + (f"; {hidden} service(s) already have enough (--all lists them)" if hidden else "")
+    )
+
+
+def render_failover(plan: FailoverPlan, *, share: float | None, show_all: bool) -> None:
+    """One table per survivor, then what the whole failover adds."""
+    margin = "tier defaults" if share is None else f"{share:g}x each survivor's share"
+    out.print(f"Failover capacity if {plan.lost_dc} is lost ({margin})")
+    for survivor in plan.survivors:
+        _render_survivor(plan.lost_dc, survivor, show_all=show_all)
+    total = sum(s.total_add for s in plan.survivors)
+    out.print(f"losing {plan.lost_dc}: {total} instance(s) to add across "
+              f"{len(plan.survivors)} surviving DC(s)")
+
+
+def _render_survivor(lost_dc: str, survivor: SurvivorPlan, *, show_all: bool) -> None:
+    table = Table(title=f"{survivor.dc} without {lost_dc}: {survivor.share:.0%} of load")
+    table.add_column("tier", justify="right")
+    table.add_column("service")
+    for name in ("have", "need", "add"):
+        table.add_column(name, justify="right")
+    shown = [line for line in survivor.services if show_all or line.add > 0]
+    for line in shown:
+        add = f"[bold]{line.add}[/]" if line.add else "0"
+        table.add_row(str(line.tier), line.service, str(line.have), str(line.need), add)
+    if shown:
+        out.print(table)
+    hidden = len(survivor.services) - len(shown)
+    out.print(
+        f"{survivor.dc}: {survivor.total_add} instance(s) to add across "
+        f"{sum(1 for s in survivor.services if s.add)} service(s)"
         + (f"; {hidden} service(s) already have enough (--all lists them)" if hidden else "")
     )
 

@@ -209,6 +209,10 @@ def drill(
     topology: Annotated[str, typer.Option("--topology", "-t", help="Topology file.")] = (
         "runbooks/topology.yaml"
     ),
+    lost_dc: Annotated[
+        str | None,
+        typer.Option("--lost-dc", help="The DC the fault takes out (default: the first DC)."),
+    ] = None,
 ) -> None:
     """A DR drill on the built-in simulator; prints the report directory last."""
     quiet_prefect()
@@ -220,15 +224,20 @@ def drill(
     with user_errors():
         if scenario not in SCENARIOS:
             raise InputError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
-        from revive.topology import load
+        from flows.context import known_dc
+        from revive.topology import load, require_databases
 
-        load(topology)
+        estate = load(topology)
+        require_databases(estate, "a drill", topology)
+        if lost_dc is not None:
+            known_dc(estate, "--lost-dc", lost_dc)
         params = DrillParams(scenario=scenario, seed=seed, out=out_dir, topology=topology,
-                             triggered_by=whoami(), trigger="cli")
+                             lost_dc=lost_dc, triggered_by=whoami(), trigger="cli")
     with live_progress(f"drill {scenario}"):
         result = asyncio.run(drill_flow(params))
     rto = ", ".join(f"{k} {'never' if v is None else f'{v:.0f} s'}"
                     for k, v in result["rto_seconds"].items())
     out.print(f"outcome: {result['outcome']}; RTO {rto}; peak DB util "
               f"{result['peak_db_util']:.2f}; breach seconds {result['breach_seconds']}")
+    out.print(result["headline"], markup=False)
     typer.echo(result["out"])

@@ -27,11 +27,11 @@ from pydantic import BaseModel, ConfigDict
 from revive.drill import charts
 from revive.ramp import RampPolicy
 from revive.render import render
+from revive.verdict import OUTCOMES
 
 WALL_CLOCK_FIELDS = ("started_at", "wall_seconds")
 """Fields that depend on when and how fast the drill ran, not on what happened in it."""
 
-OUTCOMES = ("recovered", "degraded", "failed", "aborted")
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 TEMPLATE = "drill/report.html.j2"
 DB_LIMIT = RampPolicy().db_util_limit
@@ -94,11 +94,13 @@ class DrillReport(_Model):
     scenario: str
     seed: int
     outcome: str
+    headline: str = ""
+    """One sentence: which tiers missed their target, by how much, and what held them up."""
     topology: str
     topology_hash: str
     environment: str
     lost_dc: str
-    target_dc: str
+    target_dcs: list[str]
     fault_at_s: float
     finished_at_s: float
     started_at: str
@@ -115,6 +117,15 @@ class DrillReport(_Model):
     ramp: list[RampPoint]
     findings: list[FindingRow]
     notes: list[str] = []
+    final_weights: dict[str, dict[str, float]] = {}
+    """GSLB weights per traffic class and DC when the drill ended."""
+    simulation: dict[str, Any] = {}
+    """Every simulator knob in force (the topology's ``simulation:`` with defaults filled)."""
+
+    @property
+    def targets(self) -> str:
+        """The DCs recovered into, for sentences and titles."""
+        return ", ".join(self.target_dcs)
 
     def to_json_dict(self) -> dict[str, Any]:
         """Every field, plus per-tier ``rto_seconds``, ``rto_target_seconds`` and ``rto_met``.
@@ -163,11 +174,11 @@ def charts_for(report: DrillReport, *, db_limit: float = DB_LIMIT) -> dict[str, 
         "rto": charts.rto_bars(report.tiers, width=CHART_WIDTH),
         "ramp": charts.line_chart(
             {
-                f"traffic share in {report.target_dc}": [(p.t, p.share) for p in ramp],
+                f"traffic share in {report.targets}": [(p.t, p.share) for p in ramp],
                 "DB utilisation": [(p.t, p.db_util) for p in ramp],
                 "cache hit ratio": [(p.t, p.hit_ratio) for p in ramp],
             },
-            title=f"Warm-up ramp in {report.target_dc}",
+            title=f"Warm-up ramp in {report.targets}",
             x_label="simulated time (m:ss)",
             y_label="fraction",
             height=300,
@@ -179,7 +190,7 @@ def charts_for(report: DrillReport, *, db_limit: float = DB_LIMIT) -> dict[str, 
         ),
         "errors": charts.line_chart(
             {"error rate": [(p.t, p.error_rate) for p in ramp]},
-            title=f"Error rate in {report.target_dc}",
+            title=f"Error rate in {report.targets}",
             x_label="simulated time (m:ss)",
             y_label="error rate",
             markers=markers,

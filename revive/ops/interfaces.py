@@ -23,7 +23,9 @@ class Compute(Protocol):
     async def provision(
         self, service: str, dc: str, count: int, *, request_id: str | None = None
     ) -> ActionRef: ...
-    async def quota(self, dc: str) -> int: ...
+    async def quota(self, dc: str) -> int | None:
+        """Instances the tool still grants in ``dc``; None when it sets no limit."""
+        ...
     async def aclose(self) -> None: ...
 
 
@@ -71,10 +73,20 @@ class HealthChecker(Protocol):
 
 @runtime_checkable
 class Traffic(Protocol):
-    """The GSLB: traffic weights per DC."""
+    """The GSLB: traffic weights per traffic class (a GSLB domain / LB backend) and DC.
+
+    ``weights``/``set_weights`` are the DC-level view (each DC's share of all users; setting
+    it moves every class alike); they stay until the runbooks move traffic per class.
+    """
 
     async def weights(self) -> dict[str, float]: ...
     async def set_weights(self, weights: Mapping[str, float]) -> None: ...
+    async def class_weights(self) -> dict[str, dict[str, float]]:
+        """class -> DC -> weight; each class's weights sum to 1."""
+        ...
+    async def set_class_weights(self, traffic_class: str, weights: Mapping[str, float]) -> None:
+        """Move one class's users (missing DCs get 0; normalised by the GSLB)."""
+        ...
     async def aclose(self) -> None: ...
 
 
@@ -83,6 +95,10 @@ class Metrics(Protocol):
     """The bottleneck's metrics for a DC, as one scrape shows them."""
 
     async def sample(self, dc: str) -> Sample: ...
+    async def class_sample(self, traffic_class: str, dc: str) -> Sample:
+        """What one class's users see in ``dc`` (share, errors, p99, hit ratio) with the
+        DC's database utilisation and retry ratio, the pool every class shares."""
+        ...
     async def aclose(self) -> None: ...
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -86,9 +87,10 @@ class SimCompute(_SimAdapter):
             {"service": service, "count": count}, request_id,
         )
 
-    async def quota(self, dc: str) -> int:
+    async def quota(self, dc: str) -> int | None:
         state = await self._call("GET", "/state", target=dc, idempotent=True)
-        return int(state["quotas"][dc])
+        left = state["quotas"][dc]
+        return None if left is None else int(left)
 
 
 class SimServiceControl(_SimAdapter):
@@ -169,16 +171,32 @@ class SimTraffic(_SimAdapter):
         await self._call("PUT", "/gslb/weights", target="gslb", json={"weights": dict(weights)},
                          idempotent=True)
 
+    async def class_weights(self) -> dict[str, dict[str, float]]:
+        body = await self._call("GET", "/gslb/weights", target="gslb", idempotent=True)
+        return {name: dict(per_dc) for name, per_dc in body["classes"].items()}
+
+    async def set_class_weights(self, traffic_class: str, weights: Mapping[str, float]) -> None:
+        await self._call(
+            "PUT", f"/gslb/weights/{quote(traffic_class, safe='')}", target=traffic_class,
+            json={"weights": dict(weights)}, idempotent=True,
+        )
+
 
 class SimMetrics(_SimAdapter):
     """Prometheus twin: one scrape of /metrics."""
 
     async def sample(self, dc: str) -> Sample:
+        return read_sample(await self._scrape(dc), dc)
+
+    async def class_sample(self, traffic_class: str, dc: str) -> Sample:
+        return read_sample(await self._scrape(dc), dc, traffic_class)
+
+    async def _scrape(self, target: str) -> str:
         response = await self.endpoint.request(
             "GET", "/metrics", params={"name[]": list(SAMPLE_METRICS)}, idempotent=True)
         if not response.is_success:
-            _checked(response, tool=self.endpoint.tool, target=dc)
-        return read_sample(response.text, dc)
+            _checked(response, tool=self.endpoint.tool, target=target)
+        return response.text
 
 
 class SimConfigStore(_SimAdapter):

@@ -1,19 +1,32 @@
 """Recovery plans computed from a topology: plain functions, no Prefect, no I/O.
 
 ``plan_restart`` orders a DC's restarts (dependencies first, then tier, under a concurrency
-cap); ``plan_capacity`` sizes a DC to carry a share of global peak.
+cap); ``plan_capacity`` sizes a DC to carry a share of global peak, and
+``plan_failover_capacity`` sizes every survivor of a DC loss for the traffic it receives.
 """
 
-from revive.planning.capacity import CapacityLine, CapacityPlan, plan_capacity
+from revive.planning.capacity import (
+    CapacityLine,
+    CapacityPlan,
+    FailoverLine,
+    FailoverPlan,
+    SurvivorPlan,
+    plan_capacity,
+    plan_failover_capacity,
+)
 from revive.planning.restart import RestartPlan, RestartStep, plan_restart
 from revive.planning.scope import check_dc
 
 __all__ = [
     "CapacityLine",
     "CapacityPlan",
+    "FailoverLine",
+    "FailoverPlan",
     "RestartPlan",
     "RestartStep",
+    "SurvivorPlan",
     "check_dc",
     "plan_capacity",
+    "plan_failover_capacity",
     "plan_restart",
 ]

@@ -2,6 +2,7 @@
 
 from revive.ramp.controller import (
     Change,
+    ClassLoad,
     Decision,
     DecisionKind,
     FeatureCandidate,
@@ -12,6 +13,7 @@ from revive.ramp.controller import (
 
 __all__ = [
     "Change",
+    "ClassLoad",
     "Decision",
     "DecisionKind",
     "FeatureCandidate",

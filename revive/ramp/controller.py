@@ -78,7 +78,8 @@ class Sample(BaseModel):
 
 
 class FeatureCandidate(BaseModel):
-    """A feature still off; ``cost`` is its share of the DC's load when on."""
+    """A feature still off; ``cost`` is its share of the DC's load when on. Features come
+    back in (tier, priority) order: a tier-0 service's features before a tier-1's."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -86,6 +87,7 @@ class FeatureCandidate(BaseModel):
     name: str
     priority: int
     cost: float
+    tier: int = 0
 
 
 class Change(BaseModel):
@@ -98,6 +100,21 @@ class Change(BaseModel):
     share_to: float
 
 
+class ClassLoad(BaseModel):
+    """How one traffic class's share maps onto its DC's shared database.
+
+    With several classes moving, a jump in utilisation cannot be pinned on one class's move:
+    the controller learns the database's cost per unit of the DC's whole load from the DC's
+    moves (``dc_changes``, in units of the estate's load) and prices a class's share by the
+    load it carries (``per_share``: the DC's load one unit of the class's share adds)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    per_share: float = Field(gt=0)
+    dc_load: float = Field(ge=0)
+    dc_changes: tuple[Change, ...] = ()
+
+
 class Decision(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -105,6 +122,8 @@ class Decision(BaseModel):
     share: float
     reason: str
     feature: FeatureCandidate | None = None
+    util_per_share: float = 0.0
+    """For an advance: the database utilisation one unit of share is expected to cost."""
 
 
 def is_breach(sample: Sample, policy: RampPolicy, baseline_error_rate: float = 0.0) -> bool:
@@ -128,15 +147,23 @@ def decide(
     features_off: Sequence[FeatureCandidate] = (),
     changes: Sequence[Change] = (),
     baseline_error_rate: float = 0.0,
+    reserved_util: float = 0.0,
+    load: ClassLoad | None = None,
 ) -> Decision:
-    """The next move for a DC at ``share``, given every scrape so far (oldest first)."""
+    """The next move for a DC at ``share``, given every scrape so far (oldest first).
+
+    ``reserved_util`` is headroom already promised this round to moves of more important
+    traffic sharing the same database: it is not offered again. ``load`` says how ``share``
+    maps onto the database when it is one class's among several; None when ``share`` is the
+    DC's whole traffic."""
     if not samples:
         return Decision(kind=DecisionKind.hold, share=share, reason="no metrics scraped yet")
     latest = samples[-1]
     if is_breach(latest, policy, baseline_error_rate):
         return _back_off(latest, share, policy)
     settled_since = (last_change_t or float("-inf")) + policy.settle_s
-    last_back_off = max((c.t for c in changes if c.share_to < c.share_from), default=None)
+    moves = load.dc_changes if load is not None else changes
+    last_back_off = max((c.t for c in moves if c.share_to < c.share_from), default=None)
     if last_back_off is not None and now < last_back_off + policy.cooldown_s:
         return Decision(
             kind=DecisionKind.hold, share=share, reason="cooling down after a back-off"
@@ -157,8 +184,14 @@ def decide(
                 f"(db util {util:.2f}): check the bottleneck before going on"
             ),
         )
-    cost = _marginal_cost(samples, changes, policy) or _cold_cost(util, share, latest, policy)
-    headroom = policy.target_util - util
+    if load is None:
+        cost = _marginal_cost(samples, changes, policy) or _cold_cost(
+            util, share, latest, policy)
+    else:
+        per_load = _marginal_cost(samples, load.dc_changes, policy) or _cold_cost(
+            util, load.dc_load, latest, policy)
+        cost = per_load * load.per_share
+    headroom = policy.target_util - util - max(0.0, reserved_util)
     step = headroom / cost if cost > 0 else (policy.max_step if headroom > 0 else 0.0)
     step = min(step, policy.max_step, 1.0 - share)
     if step < min(policy.min_step, 1.0 - share):
@@ -177,6 +210,7 @@ def decide(
         kind=DecisionKind.advance,
         share=round(target, 4),
         reason=f"db util {util:.2f} leaves room for {step:.1%} more traffic",
+        util_per_share=cost,
     )
 
 
@@ -238,7 +272,7 @@ def _next_feature(
 ) -> Decision:
     if not features_off:
         return Decision(kind=DecisionKind.hold, share=share, reason="full traffic, all features on")
-    feature = min(features_off, key=lambda f: (f.priority, f.service, f.name))
+    feature = min(features_off, key=lambda f: (f.tier, f.priority, f.service, f.name))
     if util * (1.0 + feature.cost) + policy.feature_margin <= policy.target_util:
         return Decision(
             kind=DecisionKind.enable_feature,

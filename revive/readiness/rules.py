@@ -6,13 +6,18 @@ look outside it, so ``revive check`` is safe to run at any time, daily or mid-in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
+from revive.planning import plan_failover_capacity
+from revive.planning.shares import SurvivorShares, failover_shares
 from revive.readiness.models import Finding, Severity
-from revive.topology import Redundancy, ToolKind, Topology
+from revive.topology import Redundancy, Service, ToolKind, Topology
 
 Rule = Callable[[Topology], Iterator[Finding]]
 CRITICAL_TIERS = (0, 1)
+SHARE_TOLERANCE = 1e-12
+"""Relative slack on a survivor's required load, so float noise in shares is no finding."""
 
 
 def tier_redundancy(topology: Topology) -> Iterator[Finding]:
@@ -44,28 +49,72 @@ def tier_redundancy(topology: Topology) -> Iterator[Finding]:
 
 
 def dc_capacity(topology: Topology) -> Iterator[Finding]:
-    """Every DC must carry 100% of tier-0/1 peak on its own, with the instances it has today."""
-    for dc in topology.dc_names:
-        for svc in topology.services:
-            if svc.tier not in CRITICAL_TIERS or svc.peak_load <= 0:
-                continue
-            carries = svc.instances_in(dc) * svc.capacity_per_instance
-            if carries < svc.peak_load:
-                gap = svc.peak_load - carries
-                missing = -(-gap // svc.capacity_per_instance)
-                yield Finding(
-                    rule="dc-capacity",
-                    severity=Severity.error,
-                    subject=f"{svc.name}@{dc}",
-                    message=(
-                        f"{dc} carries {carries:,.0f} of {svc.peak_load:,.0f} req/s peak "
-                        f"({carries / svc.peak_load:.0%}); gap {gap:,.0f} req/s"
-                    ),
-                    hint=(
-                        f"add {missing:.0f} instance(s) of {svc.name} in {dc}, or keep "
-                        f"emergency capacity ready (revive plan provision --dc {dc})"
-                    ),
-                )
+    """Whichever DC is lost, each survivor must carry the share of tier-0/1 peak the loss
+    sends it, with the instances it has today (no margin: ``plan provision`` adds that)."""
+    for lost in _losable(topology):
+        for shares in failover_shares(topology, lost):
+            for svc in topology.services:
+                if svc.tier in CRITICAL_TIERS and svc.peak_load > 0:
+                    yield from _survivor_gap(svc, lost, shares)
+
+
+def _losable(topology: Topology) -> list[str]:
+    """The DCs whose loss leaves a survivor to fail over to (none in a one-DC estate)."""
+    return topology.dc_names if len(topology.dc_names) >= 2 else []
+
+
+def _survivor_gap(svc: Service, lost: str, shares: SurvivorShares) -> Iterator[Finding]:
+    """A finding if ``shares.dc`` cannot carry its new share of ``svc``'s peak today."""
+    dc, share = shares.dc, shares.of(svc)
+    required = share * svc.peak_load
+    carries = svc.instances_in(dc) * svc.capacity_per_instance
+    if carries >= required * (1 - SHARE_TOLERANCE):
+        return
+    gap = required - carries
+    missing = max(1, math.ceil(gap / svc.capacity_per_instance - 1e-9))
+    yield Finding(
+        rule="dc-capacity",
+        severity=Severity.error,
+        subject=f"{svc.name}@{dc}",
+        message=(
+            f"losing {lost} sends {dc} {share:.0%} of peak ({required:,.0f} req/s); "
+            f"{dc} carries {carries:,.0f} of {svc.peak_load:,.0f} req/s peak "
+            f"({carries / svc.peak_load:.0%}); gap {gap:,.0f} req/s ({missing} instance(s))"
+        ),
+        hint=(
+            f"add {missing} instance(s) of {svc.name} in {dc}, or keep emergency "
+            f"capacity ready (revive plan provision --lost-dc {lost})"
+        ),
+    )
+
+
+def spare_capacity(topology: Topology) -> Iterator[Finding]:
+    """Emergency capacity is only a plan if compute can grant it: each survivor's spare
+    instances must cover what the failover capacity plan adds there."""
+    spare = {dc.name: dc.spare_instances for dc in topology.datacenters}
+    if all(has is None for has in spare.values()):
+        return  # no limit is known anywhere: nothing to compare the plans with
+    for lost in _losable(topology):
+        for survivor in plan_failover_capacity(topology, lost).survivors:
+            has = spare[survivor.dc]
+            if has is not None and survivor.total_add > has:
+                yield _spare_shortfall(lost, survivor.dc, survivor.total_add, has)
+
+
+def _spare_shortfall(lost: str, dc: str, needs: int, has: int) -> Finding:
+    return Finding(
+        rule="spare-capacity",
+        severity=Severity.error,
+        subject=dc,
+        message=(
+            f"losing {lost} needs {needs} emergency instance(s) in {dc}; "
+            f"it has {has} spare, short by {needs - has}"
+        ),
+        hint=(
+            f"raise the compute quota in {dc} to {needs} spare instances, or add instances "
+            f"there now (revive plan provision --lost-dc {lost})"
+        ),
+    )
 
 
 def ops_tool_replicas(topology: Topology) -> Iterator[Finding]:
@@ -166,12 +215,27 @@ def caches_dependency_ips(topology: Topology) -> Iterator[Finding]:
             )
 
 
+def database_declared(topology: Topology) -> Iterator[Finding]:
+    """The database is the bottleneck after a switch (the seed's lesson): the ramp must
+    know which services it is, never guess it from a name."""
+    if not topology.databases:
+        yield Finding(
+            rule="no-database-declared",
+            severity=Severity.warning,
+            subject="services",
+            message="no service has role: database, so no drill, ramp or failover can run",
+            hint="mark the database services `role: database` (and caches `role: cache`)",
+        )
+
+
 RULES: list[Rule] = [
     tier_redundancy,
     dc_capacity,
+    spare_capacity,
     ops_tool_replicas,
     health_checker_replicas,
     boot_tool_reachable,
     dependency_on_lower_tier,
     caches_dependency_ips,
+    database_declared,
 ]

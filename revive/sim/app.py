@@ -52,6 +52,8 @@ from revive.sim.metrics import render
 __all__ = ["METRICS_CONTENT_TYPE", "create_app", "status_of"]
 
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
 def create_app(sim: Simulator) -> FastAPI:
     """An ASGI app serving ``sim``; the app keeps it (and its barrier) in ``app.state``."""
     app = FastAPI(title="revive simulator", docs_url=None, redoc_url=None)
@@ -104,6 +106,7 @@ def create_app(sim: Simulator) -> FastAPI:
             "time": sim.clock.now,
             "dcs": {dc: estate.dc_up(dc) for dc in sim.dcs},
             "weights": estate.weights,
+            "class_weights": estate.class_weights,
             "quotas": {dc: estate.quota(dc) for dc in sim.dcs},
             "retry_policy": None if policy is None else policy.model_dump(),
             "services": {
@@ -188,12 +191,20 @@ def create_app(sim: Simulator) -> FastAPI:
 
     @app.get("/gslb/weights")
     async def weights() -> dict[str, Any]:
-        return {"weights": estate.weights}
+        """DC-level weights (each DC's share of all users) and each traffic class's."""
+        return {"weights": estate.weights, "classes": estate.class_weights}
 
     @app.put("/gslb/weights")
     async def set_weights(body: WeightsBody) -> dict[str, Any]:
+        """Every traffic class to these DC weights (kept for callers without classes)."""
         estate.set_weights(body.weights)
         return {"weights": estate.weights}
+
+    @app.put("/gslb/weights/{traffic_class}")
+    async def set_class_weights(traffic_class: str, body: WeightsBody) -> dict[str, Any]:
+        """One traffic class's weights: the unit in which traffic moves."""
+        estate.set_class_weights(traffic_class, body.weights)
+        return {"class": traffic_class, "weights": estate.class_weights[traffic_class]}
 
     @app.get("/config/flags")
     async def flags() -> dict[str, Any]:

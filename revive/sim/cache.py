@@ -80,3 +80,59 @@ class CacheModel:
         """Hit ratio once fully warm under full traffic and no failures."""
         a = self._rate
         return float(self.bins.mass @ (a / (a + self._decay)))
+
+
+class CacheBank:
+    """The caches of every (traffic class, DC) in one array, so that a tick is a few numpy
+    operations whatever the number of classes and DCs.
+
+    Each class has its own keys and users in a DC's cache: class ``c`` is a ``CacheModel``
+    sized for its own full read rate. Its key space is ``key_space_s`` seconds of that rate,
+    so a class's hit ratio does not depend on how big the class is; that is what makes an
+    estate split into classes that move together behave like one class. ``fill`` has shape
+    (class, DC, slice, bin); bins a class lacks (tiny key spaces) carry no mass and no rate.
+    """
+
+    def __init__(self, read_rates: list[float], n_dcs: int, config: SimConfig) -> None:
+        models = [CacheModel(rate, config) for rate in read_rates]
+        width = max(len(m.bins.mass) for m in models)
+        self.mass = np.zeros((len(models), width))
+        self.rate = np.zeros((len(models), width))
+        for c, model in enumerate(models):
+            self.mass[c, : len(model.bins.mass)] = model.bins.mass
+            self.rate[c, : len(model._rate)] = model._rate
+        self.steady_hit = np.array([m.steady_state_hit_ratio() for m in models])
+        self.decay = 1.0 / config.ttl_s + config.churn_per_s
+        self.fill = np.zeros((len(models), n_dcs, config.user_slices, width))
+
+    def clear(self, dc: int) -> None:
+        """Power loss in DC ``dc``: the memory of every class is gone."""
+        self.fill[:, dc] = 0.0
+
+    def per_slice_hit(self) -> np.ndarray:
+        """(class, DC, slice): hit ratio of each user slice's requests."""
+        return np.einsum("cnsb,cb->cns", self.fill, self.mass)
+
+    def hit_ratios(self, served: np.ndarray) -> np.ndarray:
+        """(class, DC) hit ratio of the slices each serves; ``served`` is (class, DC, slice)."""
+        total = served.sum(axis=2)
+        hits = (served * self.per_slice_hit()).sum(axis=2)
+        return np.divide(hits, total, out=np.zeros_like(hits), where=total > 0)
+
+    def warm_up(self, served: np.ndarray) -> None:
+        """Steady state under no failures for the slices each (class, DC) serves."""
+        a = served[..., None] * self.rate[:, None, None, :]
+        self.fill[...] = a / (a + self.decay)
+
+    def step(
+        self, dt: float, served: np.ndarray, fill_success: np.ndarray, active: np.ndarray
+    ) -> None:
+        """Advance ``dt`` seconds: ``served`` (class, DC, slice) is each slice's traffic
+        relative to full, ``fill_success`` (DC,) the chance a miss's database read succeeds;
+        only ``active`` DCs (powered) move, as a dark DC serves and expires nothing."""
+        success = np.clip(fill_success, 0.0, 1.0)[None, :, None, None]
+        a = served[..., None] * self.rate[:, None, None, :] * success
+        k = a + self.decay
+        steady = a / k
+        new = steady + (self.fill - steady) * np.exp(-k * dt)
+        np.copyto(self.fill, new, where=active[None, :, None, None])

@@ -4,30 +4,21 @@ The estate (``estate.py``) answers what exists, what is healthy and what each ac
 the load model (``load.py``) answers what the traffic does to caches and databases. Every
 virtual second the engine reads the estate's views into the load model's inputs, so every
 runbook action shows up in the metrics: instances add capacity, the retry policy changes
-amplification, feature flags add load, GSLB weights move users, restarts and patches stop
-callers from calling a dead DC through cached IPs.
+amplification, feature flags add load to their class, GSLB weights move a class's users,
+restarts and patches stop callers from calling a dead DC through cached IPs.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 
 from revive.sim.clock import VirtualClock
 from revive.sim.config import SimConfig
 from revive.sim.estate import Estate
-from revive.sim.load import DcInputs, DcMetrics, LoadModel
-from revive.topology import Service, Topology
-
-
-def database_services(topology: Topology, config: SimConfig) -> list[Service]:
-    """The DB bottleneck: configured names, else storage-group services named like a DB."""
-    if config.database_services is not None:
-        return [topology.service(name) for name in config.database_services]
-    found = [s for s in topology.services if s.group == "storage" and "db" in s.name]
-    found = found or [s for s in topology.services if "db" in s.name]
-    if not found:
-        raise ValueError("no database services: name them in SimConfig.database_services")
-    return found
+from revive.sim.load import ClassMetrics, DcInputs, DcMetrics, LoadModel
+from revive.topology import Topology, require_databases
 
 
 class Simulator:
@@ -37,33 +28,44 @@ class Simulator:
         self, topology: Topology, *, seed: int = 0, config: SimConfig | None = None
     ) -> None:
         self.topology = topology
-        self.config = config or SimConfig()
+        self.config = config or topology.simulation
         self.seed = seed
         self.clock = VirtualClock()
         self.estate = Estate(topology, clock=self.clock, config=self.config, seed=seed)
         self.dcs = topology.dc_names
-        self.db_services = database_services(topology, self.config)
+        self.db_services = require_databases(topology, "the simulator")
         self._db_names = {s.name for s in self.db_services}
+        self.traffic_classes = list(self.estate.class_load_shares)
         self.load = LoadModel(
             self.dcs,
             sum(s.peak_load for s in self.db_services),
             self.config,
             seed=seed,
-            shares=self.estate.weights,
+            classes=self.estate.class_load_shares,
+            class_shares=self.estate.class_weights,
         )
         self.load.warm_up()
         self._others = [s for s in topology.services if s.name not in self._db_names]
-        peaks = np.array([s.peak_load for s in self._others], dtype=float)
-        self._peak_share = peaks / peaks.sum() if peaks.sum() > 0 else peaks
-        self._peaks = peaks
+        self._peaks = np.array([s.peak_load for s in self._others], dtype=float)
         self._full_cost = np.array([sum(f.cost for f in s.features) for s in self._others])
-        all_peak = sum(s.peak_load for s in topology.services)
-        self._full_factor = 1.0 + sum(
-            s.peak_load * sum(f.cost for f in s.features) for s in topology.services
-        ) / max(all_peak, 1e-9)
+        # Which row of the routing weights each service's demand follows: its class's, or,
+        # for a service of no class (a cache), the DC's share of all users (the last row).
+        index = {name: c for c, name in enumerate(self.traffic_classes)}
+        n_classes = len(self.traffic_classes)
+        self._row = np.array([index.get(s.traffic_class_name or "", n_classes)
+                              for s in self._others])
+        # Each class's errors weigh its own services by their peak within the class.
+        self._in_class = np.zeros((n_classes, len(self._others)))
+        for j, row in enumerate(self._row):
+            if row < n_classes:
+                self._in_class[row, j] = 1.0
+        weight = self._in_class * np.where(self._peaks > 0, self._peaks, 1e-12)
+        totals = weight.sum(axis=1, keepdims=True)
+        self._members = np.divide(weight, totals, out=np.zeros_like(weight), where=totals > 0)
         self._seen_version = -1
         self._inputs: dict[str, DcInputs] = {}
-        self._seen_weights = self.estate.weights
+        self._class_features: dict[str, float] = {}
+        self._seen_weights = self.estate.class_weights
         self._seen_up = {dc: True for dc in self.dcs}
         self.clock.add_ticker(self._tick, every=self.config.tick_s)
 
@@ -71,7 +73,13 @@ class Simulator:
 
     @property
     def metrics(self) -> dict[str, DcMetrics]:
+        """Per DC, over every class it serves: what the drill report and the ramp bench read."""
         return self.load.metrics
+
+    @property
+    def class_metrics(self) -> dict[tuple[str, str], ClassMetrics]:
+        """Per (traffic class, DC): what that class's users see."""
+        return self.load.class_metrics
 
     def _sync(self) -> None:
         """Re-read the estate after any change (its log grows with every change)."""
@@ -85,15 +93,13 @@ class Simulator:
             if self._seen_up[dc] and not up:
                 self.load.power_loss(dc)
             self._seen_up[dc] = up
-        weights = estate.weights
-        if weights != self._seen_weights:
-            self.load.set_shares(weights, self.clock.now)
-            self._seen_weights = weights
-        cost = {s.name: estate.enabled_feature_cost(s.name) for s in self.topology.services}
-        enabled = np.array([cost[s.name] for s in self._others])
-        all_peak = max(sum(s.peak_load for s in self.topology.services), 1e-9)
-        extra = sum(s.peak_load * cost[s.name] for s in self.topology.services) / all_peak
-        feature_factor = (1.0 + extra) / self._full_factor
+        weights = estate.class_weights
+        for name, per_dc in weights.items():
+            if per_dc != self._seen_weights.get(name):
+                self.load.set_class_shares(name, per_dc, self.clock.now)
+        self._seen_weights = weights
+        enabled = np.array([estate.enabled_feature_cost(s.name) for s in self._others])
+        self._class_features = self._feature_factors(enabled)
         service_factor = (1.0 + enabled) / (1.0 + self._full_cost)
         stale = {
             (svc, dc) for svc, dc, target in estate.stale_ip_services() if not estate.dc_up(target)
@@ -117,22 +123,35 @@ class Simulator:
                 target = np.where((target < 0) & exists[other], j, target)
             here = self.dcs.index(dc)
             route[dc] = np.where(exists[dc] & estate.dc_up(dc), here, target)
-        self._routing = (capacity, service_factor, route, stale)
+        stale_at = {
+            dc: np.array([(s.name, dc) in stale for s in self._others]) for dc in self.dcs
+        }
+        self._routing = (capacity, service_factor, route, stale_at)
         for dc in self.dcs:
             self._inputs[dc] = DcInputs(
                 up=estate.dc_up(dc),
                 db_capacity=sum(estate.healthy_capacity(dc, s.name) for s in self.db_services),
-                feature_factor=feature_factor,
                 retry_policy=estate.retry_policy,
+                class_features=self._class_features,
             )
 
-    def _service_errors(self) -> dict[str, float]:
-        """Per DC, the share of its requests that services reject: too small for the load
-        routed to them, absent from every powered DC, or called through an IP cached for a
-        dead DC. Each service counts by its share of the load."""
-        capacity, factor, route, stale = self._routing
-        shares = self.load.shares
-        demand = {dc: self._peaks * shares.get(dc, 0.0) * factor for dc in self.dcs}
+    def _feature_factors(self, enabled: np.ndarray) -> dict[str, float]:
+        """Per class, its load with the features now on over its load with every feature on:
+        its own services' feature costs, weighted by their peak load (1 when all are on)."""
+        on = self._in_class @ (self._peaks * (1.0 + enabled))
+        full = self._in_class @ (self._peaks * (1.0 + self._full_cost))
+        factors = np.divide(on, full, out=np.ones_like(on), where=full > 0)
+        return {name: float(f) for name, f in zip(self.traffic_classes, factors, strict=True)}
+
+    def _service_errors(self) -> np.ndarray:
+        """(class, DC): the share of a class's requests in a DC that its services reject:
+        too small for the load routed to them, absent from every powered DC, or called
+        through an IP cached for a dead DC. Each service counts by its share of its class's
+        peak; services of no class (caches) take load but count for no class."""
+        capacity, factor, route, stale_at = self._routing
+        weights = self.load.weights
+        rows = np.vstack([weights, self.load.load_share @ weights])  # classes, then all users
+        demand = {dc: self._peaks * rows[self._row, n] * factor for n, dc in enumerate(self.dcs)}
         load_at = {dc: np.zeros(len(self._others)) for dc in self.dcs}
         for origin in self.dcs:
             for j, dc in enumerate(self.dcs):
@@ -144,32 +163,28 @@ class Simulator:
                 np.clip(total - capacity[dc], 0.0, None), total,
                 out=np.zeros_like(total), where=total > 0,
             )
-        errors = {}
-        for origin in self.dcs:
-            if shares.get(origin, 0.0) <= 0:
-                errors[origin] = 0.0  # no users, no failed requests
-                continue
+        errors = np.zeros_like(weights)
+        for n, origin in enumerate(self.dcs):
             rejected = np.ones(len(self._others))
             for j, dc in enumerate(self.dcs):
                 rejected = np.where(route[origin] == j, overflow[dc], rejected)
-            stale_here = np.array([(s.name, origin) in stale for s in self._others])
-            rejected = np.where(stale_here, 1.0, rejected)
-            errors[origin] = float(self._peak_share @ rejected)
+            rejected = np.where(stale_at[origin], 1.0, rejected)
+            # A class with no users here has no failed requests here.
+            errors[:, n] = np.where(weights[:, n] > 0, self._members @ rejected, 0.0)
         return errors
 
     def _tick(self, now: float, dt: float) -> None:
         self._sync()
-        inputs = {}
         errors = self._service_errors()
-        for dc in self.dcs:
+        inputs = {}
+        for n, dc in enumerate(self.dcs):
             given = self._inputs[dc]
-            error = errors[dc]
             inputs[dc] = DcInputs(
                 up=given.up,
                 db_capacity=given.db_capacity,
-                feature_factor=given.feature_factor,
-                service_error=error,
                 retry_policy=given.retry_policy,
+                class_features=given.class_features,
+                class_errors=dict(zip(self.traffic_classes, errors[:, n].tolist(), strict=True)),
             )
         self.load.step(now, dt, inputs)
 
@@ -179,12 +194,28 @@ class Simulator:
         self.clock.advance_to(self.clock.now + seconds)
 
     def predicted_db_utilisation(self, dc: str, share: float) -> float:
-        """The oracle's look-ahead: utilisation next tick if ``dc`` took ``share`` now."""
+        """The oracle's look-ahead: utilisation next tick if ``dc`` took ``share`` now, every
+        traffic class moving together (what ``Estate.set_weights`` does)."""
         self._sync()
-        given = self._inputs[dc]
-        if given.db_capacity <= 0:
+        capacity = self._inputs[dc].db_capacity
+        if capacity <= 0:
             return float("inf")
         first = self.load.predict_first_load(
-            dc, share, self.clock.now, feature_factor=given.feature_factor
+            dc, share, self.clock.now, features=self._class_features
         )
-        return first / given.db_capacity
+        return first / capacity
+
+    def predicted_db_utilisation_for(
+        self, traffic_class: str, weights_by_dc: Mapping[str, float]
+    ) -> dict[str, float]:
+        """A per-class oracle's look-ahead: every DC's utilisation next tick if only
+        ``traffic_class`` took these weights now (normalised; missing DCs get 0)."""
+        self._sync()
+        first = self.load.predict_first_loads(
+            {traffic_class: weights_by_dc}, self.clock.now, features=self._class_features
+        )
+        out = {}
+        for dc in self.dcs:
+            capacity = self._inputs[dc].db_capacity
+            out[dc] = first[dc] / capacity if capacity > 0 else float("inf")
+        return out

@@ -35,6 +35,9 @@ from revive.sim.estate_parts import (
     ReplicaView,
     ServiceView,
     ToolState,
+    class_load_shares,
+    dc_weights,
+    initial_class_weights,
     preferred_dc,
 )
 from revive.topology.models import Service, ToolKind, Topology
@@ -107,8 +110,13 @@ class Estate:
                 n, ip = svc.instances_in(dc), primary if svc.caches_dependency_ips else None
                 self._cells[dc, svc.name] = Cell(n > 0, n, ip, healthy=n)
         self._caching = [k for k in self._cells if self._services[k[1]].caches_dependency_ips]
-        self._weights = dict.fromkeys(self._dcs, 1 / len(self._dcs))
-        self._quota = dict.fromkeys(self._dcs, config.default_quota)
+        # GSLB: weights per traffic class; shared back ends see their load-weighted sum.
+        self.class_load_shares = class_load_shares(topology)
+        self._class_weights = initial_class_weights(topology)
+        self._weights = dc_weights(self._class_weights, self.class_load_shares, self._dcs)
+        self._quota: dict[str, int | None] = {
+            dc.name: dc.spare_instances for dc in topology.datacenters
+        }
         self._flags = {(s.name, f.name): True for s in topology.services for f in s.features}
         self._feature_cost = {s.name: sum(f.cost for f in s.features) for s in topology.services}
         self._retry_policy: RetryPolicy | None = None
@@ -189,8 +197,14 @@ class Estate:
 
     @property
     def weights(self) -> dict[str, float]:
-        """GSLB weights per DC, normalised to sum 1 (a copy)."""
+        """Each DC's share of all users (a copy): the class weights weighted by each class's
+        load share, summing to 1. What shared back ends and IP-caching callers go by."""
         return dict(self._weights)
+
+    @property
+    def class_weights(self) -> dict[str, dict[str, float]]:
+        """GSLB weights per traffic class and DC, each class's summing to 1 (a copy)."""
+        return {c: dict(w) for c, w in self._class_weights.items()}
 
     @property
     def retry_policy(self) -> RetryPolicy | None:
@@ -220,7 +234,8 @@ class Estate:
     def state(self, service: str, dc: str) -> ServiceView:
         return self._cell(service, dc).view(service, dc)
 
-    def quota(self, dc: str) -> int:
+    def quota(self, dc: str) -> int | None:
+        """Spare instances the compute API still grants in ``dc``; None when unlimited."""
         return self._quota[self._dc(dc)]
 
     def replica(self, tool: str, dc: str) -> ReplicaView:
@@ -263,12 +278,36 @@ class Estate:
 
     # --- instant changes (logged) -------------------------------------------------------
 
-    def set_weights(self, weights: Mapping[str, float]) -> None:
-        """Set GSLB weights (missing DCs get 0), normalised to sum 1.
+    def set_class_weights(self, traffic_class: str, weights: Mapping[str, float]) -> None:
+        """Set one traffic class's GSLB weights (missing DCs get 0), normalised to sum 1.
 
         Weight on a down DC is accepted, as a naive operator would set it; the load model
         turns it into errors. Needs a reachable traffic-tool replica if one is declared.
         """
+        if traffic_class not in self._class_weights:
+            known = ", ".join(self._class_weights)
+            raise UnknownTarget(f"unknown traffic class {traffic_class!r} (known: {known})")
+        normalised = self._valid_weights(weights)
+        self._need_kind(ToolKind.traffic)
+        self._class_weights[traffic_class] = normalised
+        self._weights = dc_weights(self._class_weights, self.class_load_shares, self._dcs)
+        detail = " ".join(f"{dc}={w:.4f}" for dc, w in normalised.items())
+        self._book.record("set_class_weights", f"gslb/{traffic_class}", detail)
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        """Every traffic class to the same DC weights (all classes moving together).
+
+        Kept for callers that predate traffic classes; same rules as ``set_class_weights``.
+        """
+        normalised = self._valid_weights(weights)
+        self._need_kind(ToolKind.traffic)
+        self._class_weights = {c: dict(normalised) for c in self._class_weights}
+        self._weights = dc_weights(self._class_weights, self.class_load_shares, self._dcs)
+        detail = " ".join(f"{dc}={w:.4f}" for dc, w in normalised.items())
+        self._book.record("set_weights", "gslb", detail)
+
+    def _valid_weights(self, weights: Mapping[str, float]) -> dict[str, float]:
+        """Weights over every DC normalised to sum 1, or BadRequest / UnknownTarget."""
         for dc, w in weights.items():
             self._dc(dc)
             if isinstance(w, bool) or not isinstance(w, Real) or not 0 <= w < math.inf:
@@ -276,10 +315,7 @@ class Estate:
         total = float(sum(weights.values()))
         if total <= 0:
             raise BadRequest("GSLB weights must sum to more than 0")
-        self._need_kind(ToolKind.traffic)
-        self._weights = {dc: weights.get(dc, 0) / total for dc in self._dcs}
-        detail = " ".join(f"{dc}={w:.4f}" for dc, w in self._weights.items())
-        self._book.record("set_weights", "gslb", detail)
+        return {dc: weights.get(dc, 0) / total for dc in self._dcs}
 
     def set_flag(self, service: str, feature: str, on: bool) -> None:
         key = self._feature(service, feature)
@@ -307,8 +343,8 @@ class Estate:
     # --- actions (complete by clock events) --------------------------------------------------
 
     def provision(self, service: str, dc: str, count: int) -> str:
-        """Add ``count`` instances now (unhealthy); they turn healthy after ``boot_s``."""
-        cell = self._cell(service, dc)
+        """Add ``count`` instances now (unhealthy); healthy after the service's boot time."""
+        cell, svc = self._cell(service, dc), self._services[service]
         self._need_up(dc)
         self._need_idle(cell, service, dc)
         if count < 1:
@@ -320,7 +356,7 @@ class Estate:
         def complete() -> None:
             cell.healthy = min(cell.instances, cell.healthy + count)
 
-        kind, target, boot = ActionKind.provision, f"{service}@{dc}", self.config.boot_s + latency
+        kind, target, boot = ActionKind.provision, f"{service}@{dc}", svc.boot_seconds + latency
         return self._book.start(kind, target, {dc}, boot, complete, cell, f"+{count}")
 
     def restart(self, service: str, dc: str) -> str:
@@ -383,7 +419,7 @@ class Estate:
 
     def deploy(self, service: str, dc: str, instances: int, version: str = "v1") -> str:
         """Emergency deployment where the service does not exist: exists now, healthy later."""
-        cell = self._cell(service, dc)
+        cell, svc = self._cell(service, dc), self._services[service]
         self._need_up(dc)
         self._need_idle(cell, service, dc, exists=False)
         if cell.exists:
@@ -399,7 +435,7 @@ class Estate:
             cell.healthy = cell.instances
             self._re_resolve(cell, dc)
 
-        kind, target, boot = ActionKind.deploy, f"{service}@{dc}", self.config.boot_s + latency
+        kind, target, boot = ActionKind.deploy, f"{service}@{dc}", svc.boot_seconds + latency
         return self._book.start(kind, target, {dc}, boot, complete, cell, f"{instances}x {version}")
 
     def copy_artifact(self, artifact: str, version: str, src_dc: str, dst_dc: str) -> str:
@@ -476,9 +512,12 @@ class Estate:
         self._book.record(f"tool_{state}", f"{tool}@{dc}", f"+{latency:g}s" if latency else "")
 
     def _take_quota(self, dc: str, count: int) -> None:
-        if count > self._quota[dc]:
-            raise QuotaExceeded(f"{dc} has quota for {self._quota[dc]} instances, asked {count}")
-        self._quota[dc] -= count
+        left = self._quota[dc]
+        if left is None:
+            return
+        if count > left:
+            raise QuotaExceeded(f"{dc} has quota for {left} instances, asked {count}")
+        self._quota[dc] = left - count
 
     def _probe_health(self, now: float, dt: float) -> None:
         """One health-checker probe round: snapshot healthy counts if a checker is reachable."""

@@ -8,11 +8,13 @@ compare them without seeing later changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from revive.planning.shares import default_weights
 from revive.sim.clock import VirtualClock
+from revive.sim.load_terms import ALL_USERS
 from revive.topology.models import ToolKind, Topology
 
 __all__ = [
@@ -165,6 +167,38 @@ def preferred_dc(own: str, dcs: list[str], up: dict[str, bool], weights: dict[st
     best = max(weights[dc] for dc in alive)
     tied = [dc for dc in alive if weights[dc] == best]
     return own if own in tied else tied[0]
+
+
+def class_load_shares(topology: Topology) -> dict[str, float]:
+    """Each traffic class's share of the user load, in priority order. An estate that
+    declares no user-facing service still has users: one class, ``ALL_USERS``."""
+    classes = topology.traffic_classes
+    return {n: c.load_share for n, c in classes.items()} if classes else {ALL_USERS: 1.0}
+
+
+def initial_class_weights(topology: Topology) -> dict[str, dict[str, float]]:
+    """Where each class's users are before anything moves them (see ``default_weights``)."""
+    if topology.traffic_classes:
+        return default_weights(topology)
+    return {ALL_USERS: dict.fromkeys(topology.dc_names, 1.0 / len(topology.dc_names))}
+
+
+def dc_weights(
+    class_weights: Mapping[str, Mapping[str, float]], load_shares: Mapping[str, float],
+    dcs: list[str],
+) -> dict[str, float]:
+    """Each DC's share of all users: class weights weighted by class load, summing to 1.
+
+    Shared back ends (database, cache) and IP-caching callers see the DC this way. When
+    every class has the same weights (they moved together) those are the DC weights,
+    exactly, so callers of the DC-level API read back what they set."""
+    first, *rest = class_weights.values()
+    if all(w == first for w in rest):
+        return {dc: first.get(dc, 0.0) for dc in dcs}
+    raw = {dc: sum(load_shares[c] * w.get(dc, 0.0) for c, w in class_weights.items())
+           for dc in dcs}
+    total = sum(raw.values())
+    return {dc: v / total for dc, v in raw.items()} if total > 0 else raw
 
 
 @dataclass

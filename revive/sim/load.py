@@ -1,21 +1,28 @@
 """The load model: what user traffic does to each DC's cache and database, tick by tick.
 
-Per DC and tick (docs/simulator.md has the derivation and the sources of the constants):
+Traffic moves per traffic class (a GSLB domain / load-balancer backend). Each class has its
+own users and its own keys in a DC's cache, and carries ``load_share`` of the estate's load;
+every class a DC serves loads the DC's one database pool. So the cache state, the served
+user slices and the reconnect surges are per (class, DC); the database, its failure rate
+and the retry policy are per DC. Per (class c, DC) and tick (docs/simulator.md has the
+derivation and the sources of the constants):
 
-    reads      = D * share * features * wobble            cacheable reads, req/s
-    misses     = reads * (1 - hit ratio of the served user slices)
-    first      = misses + W * share * features * wobble + surge
-    offered    = first * amplification(p_fail of the previous tick, retry policy)
+    x_c        = weight_c * features_c * wobble             share of class c's full traffic
+    first_c    = x_c * D_c * (1 - hit_c) + x_c * W_c + surge_c
+    offered    = sum_c first_c * amplification(p_fail of the previous tick, retry policy)
     goodput    = offered                                   if offered <= capacity
                = capacity * max(floor, 1 - slope * (offered / capacity - 1))   otherwise
     p_fail     = 1 - goodput / offered
 
 ``D`` and ``W`` are fixed so that a fully warm DC carrying 100% of the traffic puts exactly
-the topology's database ``peak_load`` on its databases. A user moving into a DC costs a
-reconnect (login and state sync) worth ``surge_seconds`` of its traffic, spread over the
-reconnect window. Cache fills need a successful read, so an overloaded database keeps its
-cache cold; and naive clients retry failures, which raises the load again: that feedback
-is the metastable failure of a 100% cutover into a cold DC.
+the topology's database ``peak_load`` on its databases; class c's are ``D_c = load_share_c *
+D`` and ``W_c = load_share_c * W``, and its cache holds keys for ``D_c`` only, so its hit
+ratio is (within a small tolerance) the one a single-class estate would have. A user moving
+into a DC costs a reconnect (login and state sync) worth ``surge_seconds`` of its traffic,
+spread over the reconnect window. Cache fills need a successful read, so an overloaded
+database keeps its caches cold; and naive clients retry failures, which raises the load
+again: that feedback is the metastable failure of a 100% cutover into a cold DC. Moving one
+class warms and loads the survivor for that class only.
 """
 
 from __future__ import annotations
@@ -23,107 +30,76 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from revive.sim.cache import CacheModel
-from revive.sim.config import RetryPolicy, SimConfig
+from revive.sim.cache import CacheBank, CacheModel
+from revive.sim.config import SimConfig
+from revive.sim.load_terms import (
+    ALL_USERS,
+    ClassMetrics,
+    DcInputs,
+    DcMetrics,
+    amplification,
+    goodput,
+    p99_ms,
+    slice_shares,
+)
 
-
-def goodput(offered: float, capacity: float, config: SimConfig) -> float:
-    """Useful database throughput: past saturation it falls (congestion collapse)."""
-    if offered <= capacity or capacity <= 0:
-        return max(0.0, min(offered, capacity))
-    overload = offered / capacity - 1.0
-    return capacity * max(config.collapse_floor, 1.0 - config.collapse_slope * overload)
-
-
-def amplification(
-    p_fail: float, policy: RetryPolicy | None, naive_attempts: int
-) -> tuple[float, float]:
-    """(offered load per first attempt, share of requests that fail after all retries).
-
-    Naive clients retry every failure up to ``naive_attempts`` in all; clients under a
-    retry policy stop retrying once retries would exceed ``budget`` of first attempts.
-    """
-    p = max(0.0, min(1.0, p_fail))
-    if policy is None:
-        attempts = naive_attempts
-        return sum(p**k for k in range(attempts)), p**attempts
-    wanted = sum(p**k for k in range(1, policy.max_attempts))
-    allowed = min(wanted, policy.budget)
-    done = allowed / wanted if wanted > 0 else 1.0
-    final = p * (1.0 - done) + done * p**policy.max_attempts
-    return 1.0 + allowed, final
-
-
-def slice_shares(shares: Mapping[str, float], slices: int) -> dict[str, np.ndarray]:
-    """Which user slices each DC serves: DCs take consecutive ranges of [0, 1) by share.
-
-    Growing one DC's share only moves the users at the border, so the users a DC already
-    serves keep their warm cache entries, like consistent hashing in a GSLB.
-    """
-    edges = np.linspace(0.0, 1.0, slices + 1)
-    out: dict[str, np.ndarray] = {}
-    start = 0.0
-    for dc, share in shares.items():
-        end = min(1.0, start + max(0.0, share))
-        overlap = np.clip(np.minimum(edges[1:], end) - np.maximum(edges[:-1], start), 0, None)
-        out[dc] = overlap * slices
-        start = end
-    return out
-
-
-@dataclass(frozen=True)
-class DcInputs:
-    """What the estate tells the load model about one DC for this tick."""
-
-    up: bool
-    db_capacity: float
-    feature_factor: float = 1.0
-    service_error: float = 0.0
-    retry_policy: RetryPolicy | None = None
-
-
-@dataclass
-class DcMetrics:
-    """One DC's state after a tick, in the units /metrics exposes."""
-
-    share: float = 0.0
-    requests_rps: float = 0.0
-    cache_hit_ratio: float = 0.0
-    db_first_rps: float = 0.0
-    db_offered_rps: float = 0.0
-    db_goodput_rps: float = 0.0
-    db_capacity_rps: float = 0.0
-    db_utilisation: float = 0.0
-    surge_rps: float = 0.0
-    retry_ratio: float = 0.0
-    error_rate: float = 0.0
-    p99_ms: float = 0.0
-
+__all__ = [
+    "ALL_USERS",
+    "ClassMetrics",
+    "DcInputs",
+    "DcMetrics",
+    "LoadModel",
+    "amplification",
+    "goodput",
+    "slice_shares",
+]
 
 @dataclass
 class _Surge:
-    dc: str
+    cls: int
+    dc: int
     start: float
     end: float
     rate: float
 
 
 @dataclass
+class DcCaches:
+    """A DC's cache as one view over every class's keys: ``fill`` is (class, slice, bin)."""
+
+    fill: np.ndarray
+
+
 class LoadModel:
-    """Caches, databases and reconnect surges of every DC, advanced by ``step``."""
+    """Caches, databases and reconnect surges of every DC and traffic class, advanced by
+    ``step``. ``classes`` maps each class to its load share (default: one class of all
+    users); ``shares`` starts every class at those DC shares, ``class_shares`` one by one."""
 
-    dcs: list[str]
-    db_peak: float
-    config: SimConfig
-    seed: int = 0
-    shares: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        dcs: list[str],
+        db_peak: float,
+        config: SimConfig,
+        seed: int = 0,
+        shares: Mapping[str, float] | None = None,
+        *,
+        classes: Mapping[str, float] | None = None,
+        class_shares: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
+        self.dcs, self.db_peak, self.config, self.seed = list(dcs), db_peak, config, seed
         cfg = self.config
+        given = dict(classes) if classes else {ALL_USERS: 1.0}
+        total = sum(max(0.0, v) for v in given.values())
+        self.classes = list(given)
+        self.load_share = np.array(
+            [max(0.0, v) / total if total > 0 else 1.0 / len(given) for v in given.values()]
+        )
+        self._index = {name: c for c, name in enumerate(self.classes)}
+        self._dc_index = {dc: n for n, dc in enumerate(self.dcs)}
         # The key space scales with the read rate, which depends on the steady hit ratio:
         # a few fixed-point rounds make "warm and full = the topology's DB peak" exact.
         self.writes_full = cfg.write_share_at_peak * self.db_peak
@@ -131,116 +107,211 @@ class LoadModel:
         for _ in range(8):
             self.steady_hit = CacheModel(self.reads_full, cfg).steady_state_hit_ratio()
             self.reads_full = (1 - cfg.write_share_at_peak) * self.db_peak / (1 - self.steady_hit)
-        self.caches = {dc: CacheModel(self.reads_full, cfg) for dc in self.dcs}
-        if not self.shares:
-            self.shares = {dc: 1.0 / len(self.dcs) for dc in self.dcs}
-        self.served = slice_shares(self.shares, cfg.user_slices)
+        # A class is ``load_share`` of all of it; its cache is sized for its own reads.
+        self.reads = self.reads_full * self.load_share
+        self.writes = self.writes_full * self.load_share
+        self.bank = CacheBank(list(self.reads), len(self.dcs), cfg)
+        self.caches = {dc: DcCaches(self.bank.fill[:, n]) for n, dc in enumerate(self.dcs)}
+        even = dict.fromkeys(self.dcs, 1.0 / len(self.dcs))
+        start = {c: (class_shares or {}).get(c, shares or even) for c in self.classes}
+        self.weights = np.array([self._normalised(start[c]) for c in self.classes])
+        self.served = np.array([self._served(w) for w in self.weights])
         self.surges: list[_Surge] = []
         self.p_fail = dict.fromkeys(self.dcs, 0.0)
         self.metrics = {dc: DcMetrics() for dc in self.dcs}
+        self.class_metrics = {(c, dc): ClassMetrics() for c in self.classes for dc in self.dcs}
         self._rng = random.Random(self.seed)
         self._wobble = 0.0
 
+    # --- routing -----------------------------------------------------------------------------
+
+    @property
+    def shares(self) -> dict[str, float]:
+        """Each DC's share of all user load: the class weights weighted by class load."""
+        dc_share = self.load_share @ self.weights
+        return {dc: float(dc_share[n]) for n, dc in enumerate(self.dcs)}
+
+    def class_shares(self, traffic_class: str) -> dict[str, float]:
+        c = self._class(traffic_class)
+        return {dc: float(self.weights[c, n]) for n, dc in enumerate(self.dcs)}
+
+    def _class(self, traffic_class: str) -> int:
+        if traffic_class not in self._index:
+            raise KeyError(f"unknown traffic class {traffic_class!r} (have: "
+                           f"{', '.join(self.classes)})")
+        return self._index[traffic_class]
+
+    def _normalised(self, shares: Mapping[str, float]) -> np.ndarray:
+        vec = np.array([max(0.0, float(shares.get(dc, 0.0))) for dc in self.dcs])
+        total = vec.sum()
+        return vec / total if total > 0 else vec
+
+    def _served(self, weights: np.ndarray) -> np.ndarray:
+        """(DC, slice): how much of each user slice of one class each DC serves."""
+        by_dc = slice_shares(dict(zip(self.dcs, weights, strict=True)), self.config.user_slices)
+        return np.array([by_dc[dc] for dc in self.dcs])
+
+    def _arrival_rates(self, c: int, served: np.ndarray) -> np.ndarray:
+        """(DC,) reconnect load per second of the users of class ``c`` that arrive in each
+        DC if it served ``served``; leaving a DC costs nothing."""
+        cfg = self.config
+        if cfg.surge_seconds <= 0:
+            return np.zeros(len(self.dcs))
+        arriving = np.clip(served - self.served[c], 0, None).sum(axis=1) / cfg.user_slices
+        per_user = (self.reads[c] + self.writes[c]) * cfg.surge_seconds
+        rates = arriving * per_user / cfg.reconnect_window_s
+        return np.where(arriving > 1e-12, rates, 0.0)
+
     def warm_up(self) -> None:
         """Start in normal operation: every cache at steady state for the users it serves."""
-        for dc, cache in self.caches.items():
-            rate = np.outer(self.served[dc], cache._rate)
-            cache.fill = rate / (rate + cache._decay)
+        self.bank.warm_up(self.served)
 
     def set_shares(self, shares: Mapping[str, float], now: float) -> None:
-        """Route users by new GSLB shares; users arriving in a DC start a reconnect surge."""
-        total = sum(max(0.0, v) for v in shares.values())
-        new = {dc: (max(0.0, shares.get(dc, 0.0)) / total if total else 0.0) for dc in self.dcs}
-        cfg = self.config
-        per_user = (self.reads_full + self.writes_full) * cfg.surge_seconds
-        new_served = slice_shares(new, cfg.user_slices)
-        for dc in self.dcs:
-            arriving = float(np.clip(new_served[dc] - self.served[dc], 0, None).sum())
-            arriving /= cfg.user_slices
-            if arriving > 1e-12 and cfg.surge_seconds > 0:
-                rate = arriving * per_user / cfg.reconnect_window_s
-                self.surges.append(_Surge(dc, now, now + cfg.reconnect_window_s, rate))
-        self.shares = new
-        self.served = new_served
+        """Route every class's users by the same DC shares (all classes moving together)."""
+        for name in self.classes:
+            self.set_class_shares(name, shares, now)
+
+    def set_class_shares(self, traffic_class: str, shares: Mapping[str, float], now: float) -> None:
+        """Route one class's users by new GSLB shares; arrivals start a reconnect surge."""
+        c = self._class(traffic_class)
+        weights = self._normalised(shares)
+        served = self._served(weights)
+        window = self.config.reconnect_window_s
+        for n, rate in enumerate(self._arrival_rates(c, served)):
+            if rate > 0:
+                self.surges.append(_Surge(c, n, now, now + window, float(rate)))
+        self.weights[c] = weights
+        self.served[c] = served
+
+    def power_loss(self, dc: str) -> None:
+        self.bank.clear(self._dc_index[dc])
+
+    def surge_rate(self, dc: str, now: float) -> float:
+        """Reconnect load per second in ``dc`` at ``now``, every class together."""
+        return float(self._surge_matrix(now)[:, self._dc_index[dc]].sum())
+
+    def _surge_matrix(self, now: float) -> np.ndarray:
+        out = np.zeros((len(self.classes), len(self.dcs)))
+        for s in self.surges:
+            if s.start <= now < s.end:
+                out[s.cls, s.dc] += s.rate
+        return out
+
+    # --- the oracle's look-ahead -------------------------------------------------------------
+
+    def predict_first_loads(
+        self,
+        class_weights: Mapping[str, Mapping[str, float]],
+        now: float,
+        features: Mapping[str, float] | None = None,
+    ) -> dict[str, float]:
+        """First-attempt DB load per DC next tick if the named classes took these weights now
+        (the others keep theirs), from the true cache state.
+
+        Only an oracle uses this: it reads the hidden cache state no real controller sees.
+        """
+        weights, served = self.weights.copy(), self.served.copy()
+        surge = self._surge_matrix(now)
+        for name, shares in class_weights.items():
+            c = self._class(name)
+            weights[c] = self._normalised(shares)
+            served[c] = self._served(weights[c])
+            surge[c] += self._arrival_rates(c, served[c])
+        miss = 1.0 - self.bank.per_slice_hit()
+        misses = self.reads[:, None] * (served * miss).sum(axis=2) / self.config.user_slices
+        factor = np.array([(features or {}).get(name, 1.0) for name in self.classes])
+        scale = factor * max(0.0, 1.0 + self._next_wobble())
+        first = (misses + self.writes[:, None] * weights) * scale[:, None] + surge
+        return {dc: float(first[:, n].sum()) for n, dc in enumerate(self.dcs)}
 
     def predict_first_load(
-        self, dc: str, share: float, now: float, feature_factor: float = 1.0
+        self, dc: str, share: float, now: float, features: Mapping[str, float] | None = None
     ) -> float:
-        """First-attempt DB load in ``dc`` if its share became ``share`` now (true state).
-
-        Only the oracle uses this: it reads the hidden cache state no real controller sees.
-        """
-        cfg = self.config
-        shares = dict(self.shares)
+        """First-attempt DB load in ``dc`` if every class's share there became ``share`` now,
+        the other DCs keeping their proportions (what ``set_shares`` would do)."""
+        shares = self.shares
         rest = [d for d in self.dcs if d != dc]
         left = max(0.0, 1.0 - share)
         old_rest = sum(shares[d] for d in rest)
         for d in rest:
             shares[d] = left * (shares[d] / old_rest if old_rest > 0 else 1 / len(rest))
         shares[dc] = share
-        served = slice_shares(shares, cfg.user_slices)[dc]
-        cache = self.caches[dc]
-        per_slice_miss = 1.0 - cache.fill @ cache.bins.mass
-        misses = self.reads_full * float(served @ per_slice_miss) / cfg.user_slices
-        arriving = float(np.clip(served - self.served[dc], 0, None).sum()) / cfg.user_slices
-        per_user = (self.reads_full + self.writes_full) * cfg.surge_seconds
-        surge = self.surge_rate(dc, now) + arriving * per_user / cfg.reconnect_window_s
-        scale = feature_factor * max(0.0, 1.0 + self._next_wobble())
-        return (misses + self.writes_full * share) * scale + surge
+        moved = dict.fromkeys(self.classes, shares)
+        return self.predict_first_loads(moved, now, features)[dc]
 
-    def power_loss(self, dc: str) -> None:
-        self.caches[dc].clear()
-
-    def surge_rate(self, dc: str, now: float) -> float:
-        return sum(s.rate for s in self.surges if s.dc == dc and s.start <= now < s.end)
+    # --- a tick ------------------------------------------------------------------------------
 
     def step(self, now: float, dt: float, inputs: Mapping[str, DcInputs]) -> dict[str, DcMetrics]:
-        """Advance every DC by ``dt`` seconds; ``now`` is the start of the tick."""
-        cfg = self.config
+        """Advance every DC and class by ``dt`` seconds; ``now`` is the start of the tick."""
         self._advance_wobble(dt)
         wobble = max(0.0, 1.0 + self._wobble)
         self.surges = [s for s in self.surges if s.end > now]
-        for dc in self.dcs:
-            self.metrics[dc] = self._step_dc(dc, now, dt, inputs[dc], wobble, cfg)
+        given = [inputs[dc] for dc in self.dcs]
+        features = np.array([[g.feature_of(c) for g in given] for c in self.classes])
+        errors = np.array([[g.error_of(c) for g in given] for c in self.classes])
+        surge = self._surge_matrix(now)
+        hit = self.bank.hit_ratios(self.served)
+        x = self.weights * features * wobble
+        requests = x * (self.reads + self.writes)[:, None]
+        reads = x * self.reads[:, None]
+        first = reads * (1.0 - hit) + x * self.writes[:, None] + surge
+        up = np.array([g.up for g in given])
+        for n, dc in enumerate(self.dcs):
+            self._step_dc(n, dc, given[n], requests[:, n], reads[:, n], first[:, n],
+                          surge[:, n], hit[:, n], errors[:, n])
+        success = np.array([1.0 - self.p_fail[dc] for dc in self.dcs])
+        self.bank.step(dt, self.served * (features * wobble)[..., None], success, up)
         return self.metrics
 
     def _step_dc(
-        self, dc: str, now: float, dt: float, given: DcInputs, wobble: float, cfg: SimConfig
-    ) -> DcMetrics:
-        share = self.shares.get(dc, 0.0)
-        served = self.served[dc]
-        cache = self.caches[dc]
+        self, n: int, dc: str, given: DcInputs, requests: np.ndarray, reads: np.ndarray,
+        first: np.ndarray, surge: np.ndarray, hit: np.ndarray, service_error: np.ndarray,
+    ) -> None:
+        """The DC's database under the first attempts of every class, then what each class's
+        users see of it; the arrays are per class."""
+        cfg, weights = self.config, self.weights[:, n]
+        share = float(self.load_share @ weights)
         m = DcMetrics(share=share, db_capacity_rps=given.db_capacity)
-        load = share * given.feature_factor * wobble
-        m.requests_rps = load * (self.reads_full + self.writes_full)
+        m.requests_rps = float(requests.sum())
         if not given.up:
+            self.p_fail[dc] = 1.0
             m.error_rate = 1.0 if share > 0 else 0.0
             m.p99_ms = cfg.timeout_ms if share > 0 else 0.0
-            self.p_fail[dc] = 1.0
-            return m
-        hit = cache.hit_ratio(served)
-        m.cache_hit_ratio = hit
-        m.surge_rps = self.surge_rate(dc, now)
-        reads = self.reads_full * load
-        first = reads * (1.0 - hit) + self.writes_full * load + m.surge_rps
+            self.metrics[dc] = m
+            for c, name in enumerate(self.classes):
+                served = weights[c] > 0
+                self.class_metrics[name, dc] = ClassMetrics(
+                    share=float(weights[c]), requests_rps=float(requests[c]),
+                    error_rate=1.0 if served else 0.0, p99_ms=cfg.timeout_ms if served else 0.0,
+                )
+            return
+        m.surge_rps = float(surge.sum())
+        m.db_first_rps = float(first.sum())
         multiplier, final_fail = amplification(
             self.p_fail[dc], given.retry_policy, cfg.naive_attempts
         )
-        offered = first * multiplier
-        served_rps = goodput(offered, given.db_capacity, cfg)
-        p_fail = 1.0 - served_rps / offered if offered > 0 else 0.0
-        self.p_fail[dc] = p_fail
-        cache.step(dt, served * wobble * given.feature_factor, 1.0 - p_fail)
-        m.db_first_rps = first
-        m.db_offered_rps = offered
-        m.db_goodput_rps = served_rps
-        m.db_utilisation = offered / given.db_capacity if given.db_capacity > 0 else math.inf
-        m.retry_ratio = multiplier - 1.0
-        db_bound = first / max(m.requests_rps + m.surge_rps, 1e-9)
-        db_errors = min(1.0, db_bound) * final_fail
-        m.error_rate = 1.0 - (1.0 - db_errors) * (1.0 - given.service_error)
-        m.p99_ms = _p99(hit, m.db_utilisation, cfg)
-        return m
+        m.db_offered_rps = m.db_first_rps * multiplier
+        m.db_goodput_rps = goodput(m.db_offered_rps, given.db_capacity, cfg)
+        offered = m.db_offered_rps
+        self.p_fail[dc] = 1.0 - m.db_goodput_rps / offered if offered > 0 else 0.0
+        util = offered / given.db_capacity if given.db_capacity > 0 else math.inf
+        m.db_utilisation, m.retry_ratio = util, multiplier - 1.0
+        users = requests + surge
+        db_bound = np.minimum(1.0, first / np.maximum(users, 1e-9))
+        error = 1.0 - (1.0 - db_bound * final_fail) * (1.0 - service_error)
+        m.cache_hit_ratio = _weighted(hit, reads)
+        m.error_rate = _weighted(error, requests)
+        m.p99_ms = p99_ms(m.cache_hit_ratio, util, cfg)
+        self.metrics[dc] = m
+        for c, name in enumerate(self.classes):
+            self.class_metrics[name, dc] = ClassMetrics(
+                share=float(weights[c]), requests_rps=float(requests[c]),
+                cache_hit_ratio=float(hit[c]), error_rate=float(error[c]),
+                p99_ms=p99_ms(float(hit[c]), util, cfg), db_first_rps=float(first[c]),
+                surge_rps=float(surge[c]), db_utilisation=util, retry_ratio=m.retry_ratio,
+            )
+
+    # --- wobble ------------------------------------------------------------------------------
 
     def _next_wobble(self, dt: float = 1.0) -> float:
         """The wobble the next tick will draw, without drawing it (the oracle's look-ahead)."""
@@ -261,9 +332,7 @@ class LoadModel:
         self._wobble = keep * self._wobble + shock * self._rng.gauss(0.0, 1.0)
 
 
-def _p99(hit: float, utilisation: float, cfg: SimConfig) -> float:
-    """p99 grows with the miss share and, like a queue, with 1 / (1 - utilisation)."""
-    if utilisation >= 1.0:
-        return cfg.timeout_ms
-    latency = cfg.base_p99_ms * (1.0 + 3.0 * (1.0 - hit)) / max(0.02, 1.0 - utilisation)
-    return min(cfg.timeout_ms, latency)
+def _weighted(values: np.ndarray, weights: np.ndarray) -> float:
+    """Mean of ``values`` weighted by ``weights``; 0 when nothing carries weight."""
+    total = float(weights.sum())
+    return float(values @ weights) / total if total > 0 else 0.0

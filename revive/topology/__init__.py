@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from revive.errors import TopologyError
+from revive.errors import Issue, TopologyError
 from revive.topology.models import (
     DEFAULT_TIER_POLICY,
     Datacenter,
@@ -23,10 +23,12 @@ from revive.topology.models import (
     Feature,
     OpsTool,
     Redundancy,
+    Role,
     Service,
     TierPolicy,
     ToolKind,
     Topology,
+    TrafficClass,
 )
 from revive.topology.source import Located, parse_yaml, read_yaml
 from revive.topology.validate import find_problems
@@ -39,14 +41,17 @@ __all__ = [
     "Feature",
     "OpsTool",
     "Redundancy",
+    "Role",
     "Service",
     "TierPolicy",
     "ToolKind",
     "Topology",
+    "TrafficClass",
     "content_hash",
     "load",
     "loads",
     "parse",
+    "require_databases",
 ]
 
 DEFAULT_PATH = Path("runbooks/topology.yaml")
@@ -75,6 +80,22 @@ def parse(data: Any, name: str = "<data>") -> Topology:
 def content_hash(topology: Topology) -> str:
     """A stable sha256 of the normalised topology, so a run can say which one it used."""
     return hashlib.sha256(canonical_json(topology).encode()).hexdigest()
+
+
+def require_databases(topology: Topology, what: str, source: str | Path = "") -> list[Service]:
+    """The ``role: database`` services, or invalid input naming the key to add.
+
+    The drill, the ramp and the failover gate every traffic move on the database; an estate
+    that declares none loads, checks and plans, but cannot be ramped safely.
+    """
+    found = topology.databases
+    if not found:
+        raise TopologyError([Issue(
+            line=0, key="services", path=str(source),
+            message=(f"{what} needs the database it gates traffic on: mark the database "
+                     "services with `role: database` (none is declared)"),
+        )])
+    return found
 
 
 def canonical_json(topology: Topology) -> str:

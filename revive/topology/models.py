@@ -20,6 +20,8 @@ from pydantic import (
     field_validator,
 )
 
+from revive.topology.simulation import SimConfig
+
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Tier = Annotated[int, Field(ge=0, le=3)]
 
@@ -47,6 +49,15 @@ class Redundancy(StrEnum):
     single_dc = "single-dc"
 
 
+class Role(StrEnum):
+    """What a service is to recovery: the ramp gates on the database, watches the caches,
+    and moves traffic for everything else (each such service belongs to a traffic class)."""
+
+    database = "database"
+    cache = "cache"
+    service = "service"
+
+
 class ToolKind(StrEnum):
     """The kinds of ops tool a runbook can act on; one adapter interface per kind."""
 
@@ -64,6 +75,8 @@ class ToolKind(StrEnum):
 
 class Datacenter(Strict):
     name: Name
+    spare_instances: Annotated[int, Field(ge=0)] | None = None
+    """Emergency instances the compute tool can grant here; None means no limit is known."""
 
 
 class TierPolicy(Strict):
@@ -122,6 +135,11 @@ class Service(Strict):
     capacity_per_instance: Annotated[float, Field(gt=0)]
     peak_load: Annotated[float, Field(ge=0)]
     restart_seconds: Annotated[float, Field(gt=0, le=86400)] = 60
+    boot_seconds: Annotated[float, Field(gt=0, le=86400)] = 90
+    """A new instance (provisioned or deployed) takes this long to become healthy."""
+    role: Role = Role.service
+    traffic_class: Name | None = None
+    """The GSLB domain / LB backend its users reach; role ``service`` only."""
     caches_dependency_ips: bool = False
     features: list[Feature] = Field(default_factory=list)
 
@@ -137,11 +155,34 @@ class Service(Strict):
     def hard_dependencies(self) -> list[str]:
         return [d.name for d in self.depends_on if not d.soft]
 
+    @property
+    def traffic_class_name(self) -> str | None:
+        """The class whose traffic reaches this service; None for shared back ends."""
+        if self.role != Role.service:
+            return None
+        return self.traffic_class or f"tier{self.tier}"
+
     def instances_in(self, dc: str) -> int:
         return self.instances.get(dc, 0)
 
     def runs_in(self, dc: str) -> bool:
         return self.instances_in(dc) > 0
+
+
+class TrafficClass(BaseModel):
+    """The users of one GSLB domain / LB backend: the unit traffic moves in.
+
+    ``priority`` is the lowest tier among its services (tier 0's traffic moves first);
+    ``load_share`` is its services' share of the peak load of every ``role: service``
+    service, which is also its share of the shared database and cache in a DC.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    priority: int
+    services: tuple[str, ...]
+    load_share: float
 
 
 class Topology(Strict):
@@ -152,6 +193,7 @@ class Topology(Strict):
     tier_policy: dict[Tier, TierPolicy] = Field(default_factory=lambda: dict(DEFAULT_TIER_POLICY))
     ops_tools: dict[Name, OpsTool] = Field(default_factory=dict)
     services: list[Service] = Field(min_length=1)
+    simulation: SimConfig = Field(default_factory=SimConfig)
 
     @field_validator("tier_policy", mode="after")
     @classmethod
@@ -178,3 +220,38 @@ class Topology(Strict):
 
     def has_service(self, name: str) -> bool:
         return name in self._by_name
+
+    def datacenter(self, name: str) -> Datacenter:
+        """The DC called ``name``; KeyError if the topology has none."""
+        for dc in self.datacenters:
+            if dc.name == name:
+                return dc
+        raise KeyError(name)
+
+    @cached_property
+    def traffic_classes(self) -> dict[str, TrafficClass]:
+        """Every traffic class, in priority order (then by name)."""
+        members: dict[str, list[Service]] = {}
+        for svc in self.services:
+            if (name := svc.traffic_class_name) is not None:
+                members.setdefault(name, []).append(svc)
+        total = sum(s.peak_load for group in members.values() for s in group)
+        classes = [
+            TrafficClass(
+                name=name,
+                priority=min(s.tier for s in group),
+                services=tuple(s.name for s in group),
+                load_share=(sum(s.peak_load for s in group) / total if total > 0
+                            else 1.0 / len(members)),
+            )
+            for name, group in members.items()
+        ]
+        return {c.name: c for c in sorted(classes, key=lambda c: (c.priority, c.name))}
+
+    def with_role(self, role: Role) -> list[Service]:
+        return [s for s in self.services if s.role == role]
+
+    @property
+    def databases(self) -> list[Service]:
+        """The shared bottleneck the ramp gates on (``role: database``)."""
+        return self.with_role(Role.database)

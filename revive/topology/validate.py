@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from revive.topology.models import Topology
+from revive.topology.models import Role, Topology
 from revive.topology.source import Loc
 
 Problem = tuple[Loc, str]
@@ -20,7 +20,18 @@ def find_problems(topology: Topology) -> list[Problem]:
         *_duplicates(topology),
         *_unknown_names(topology),
         *_hard_cycles(topology),
+        *_roles(topology),
     ]
+
+
+def _roles(topology: Topology) -> Iterator[Problem]:
+    """Only services users reach belong to a traffic class; back ends are shared."""
+    for i, svc in enumerate(topology.services):
+        if svc.traffic_class is not None and svc.role != Role.service:
+            yield ("services", i, "traffic_class"), (
+                f"only role: service has a traffic class ({svc.name!r} is role: {svc.role}, "
+                "a shared back end)"
+            )
 
 
 def _duplicates(topology: Topology) -> Iterator[Problem]:

@@ -211,9 +211,9 @@ class CommandHandler:
             params = params_model(**values)
         except ValidationError as exc:
             raise CommandInputError(validation_message(exc)) from None
-        target_dc = getattr(params, "target_dc", None)
+        target_dc, targets = self._dcs_of(params)
         key = (command.runbook, str(target_dc))
-        where = f" → {target_dc}" if target_dc else ""
+        where = f" → {', '.join(targets)}" if targets else ""
         if not command.dry_run:
             with db.session(self.engine) as s:
                 active = service.get_active_run(s, runbook=command.runbook, target_dc=target_dc)
@@ -232,8 +232,21 @@ class CommandHandler:
                        detail={"dry_run": command.dry_run,
                                "parameters": params.model_dump(mode="json")})
 
+    def _dcs_of(self, params: Any) -> tuple[str | None, list[str]]:
+        """The DC the run is recorded for (one active run per runbook and DC: a failover's
+        lost DC) and the DCs it acts on, by the same rule the run itself applies."""
+        if not hasattr(params, "run_dc"):
+            return None, []
+        topology = self.access.topology()
+        try:
+            run_dc = params.run_dc(topology)
+            targets = params.targets(topology) if hasattr(params, "targets") else [run_dc]
+        except InputError as exc:
+            raise CommandInputError(str(exc)) from None
+        return run_dc, targets
+
     def _already_running(self, active: RunRecord) -> _Result:
-        where = f" → {active.target_dc}" if active.target_dc else ""
+        where = f" for {active.target_dc}" if active.target_dc else ""
         text = (f":information_source: *{slack_escape(active.runbook)}*{slack_escape(where)} is "
                 f"already running as run `{active.id}` (started by "
                 f"{slack_escape(active.triggered_by)} via {active.trigger}). Watch it with "
@@ -247,9 +260,14 @@ class CommandHandler:
         if command.scenario not in SCENARIOS:
             raise CommandInputError(f"unknown scenario {command.scenario!r} "
                                     f"(known: {', '.join(SCENARIOS)})")
+        if command.dc is not None and command.dc not in self.access.topology().dc_names:
+            known = ", ".join(self.access.topology().dc_names)
+            raise CommandInputError(f"lost_dc: unknown datacenter {command.dc!r} "
+                                    f"(topology has: {known})")
         module = importlib.import_module("flows.drill")
         params = module.DrillParams(scenario=command.scenario, topology=self.settings.topology,
-                                    triggered_by=caller.identity, trigger="slack")
+                                    lost_dc=command.dc, triggered_by=caller.identity,
+                                    trigger="slack")
         key = ("drill", command.scenario or "")
         if not self._claim(key):
             return _Result(Reply(f":hourglass: A `{command.scenario}` drill is already running "

@@ -96,14 +96,29 @@ def parse(text: str) -> Command:
     if verb == "run":
         return _parse_run(args)
     if verb == "drill":
-        if len(args) > 1:
-            raise _usage("`drill` takes at most one scenario")
-        return Command("drill", scenario=args[0] if args else "dc-fire")
+        return _parse_drill(args)
     if verb == "abort":
         if len(args) != 1:
             raise _usage("`abort` takes the run id (see `/revive status`)")
         return Command("abort", run_id=args[0])
     raise _usage(f"unknown command `{verb}`")
+
+
+def _parse_drill(args: list[str]) -> Command:
+    """``drill [scenario] [lost_dc=NAME]``: the lost DC defaults to the topology's first."""
+    scenario: str | None = None
+    lost: str | None = None
+    for word in args:
+        key, sep, value = word.partition("=")
+        if sep and key.strip().lower().replace("-", "_") == "lost_dc" and value.strip():
+            lost = value.strip()
+        elif sep:
+            raise _usage(f"unknown parameter {key.strip()!r} for `drill` (known: lost_dc)")
+        elif scenario is None:
+            scenario = word
+        else:
+            raise _usage("`drill` takes at most one scenario")
+    return Command("drill", scenario=scenario or "dc-fire", dc=lost)
 
 
 def _parse_plan(args: list[str]) -> Command:

@@ -46,8 +46,9 @@ ACTIVE_STATES = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
 
 def deployment_name(job: Job, run_from_dc: str | None) -> str:
     """``<flow>/<flow>-from-<dc>``: by default a run executes from the DC it recovers."""
+    targets = getattr(job.params, "target_dcs", None) or [None]
     dc = run_from_dc or getattr(job.params, "run_from_dc", None) or \
-        getattr(job.params, "target_dc", None)
+        getattr(job.params, "target_dc", None) or targets[0]
     if not dc:
         raise ReviveError(f"cannot choose a work pool for {job.name}: no target_dc")
     return f"{job.flow.name}/{job.flow.name}-from-{dc}"
@@ -94,19 +95,19 @@ class BackgroundRunner:
         target = self.execute_deployment if self.uses_deployments else self.execute
         rehearsal = job.kind == "drill" or bool(getattr(job.params, "dry_run", False))
         if rehearsal and target == self.execute:
-            self._rehearsals.submit(self._when_quiet, target, job)
+            self._rehearsals.submit(self._execute_when_quiet, job)
             return
         threading.Thread(target=target, args=(job,), daemon=True,
                          name=f"revive-slack-{job.kind}-{job.name}").start()
 
-    def _when_quiet(self, target: Callable[[Job], None], job: Job) -> None:
+    def _execute_when_quiet(self, job: Job) -> None:
         deadline = time.monotonic() + self.rehearsal_max_defer_s
         while (now := time.monotonic()) < deadline:
             quiet_for = now - self._last_request
             if quiet_for >= self.rehearsal_quiet_s:
                 break
             time.sleep(min(self.rehearsal_quiet_s - quiet_for, deadline - now))
-        target(job)
+        self.execute(job)
 
     # --- in this process -------------------------------------------------------------------
 
@@ -180,8 +181,8 @@ class BackgroundRunner:
                     flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
                         type=FlowRunFilterStateType(any_=ACTIVE_STATES))), limit=5)
                 for run in active:
-                    if (run.parameters.get("params") or {}).get("target_dc") == \
-                            params.get("target_dc"):
+                    theirs = run.parameters.get("params") or {}
+                    if all(theirs.get(k) == params.get(k) for k in ("target_dc", "lost_dc")):
                         return (f":information_source: *{slack_escape(job.name)}* is already "
                                 f"{str(run.state_name).lower()} on Prefect as flow run "
                                 f"`{run.name}` ({run.id}); see `/revive status`.",

@@ -38,7 +38,8 @@ def test_check_on_the_example_reports_errors_with_exit_1() -> None:
 
 
 def test_check_without_errors_exits_0_and_prints_a_table(tmp_path: Path) -> None:
-    path = write(tmp_path, estate(service("app", caches_dependency_ips=True)))
+    path = write(tmp_path, estate(service("db", role="database"),
+                                  service("app", caches_dependency_ips=True)))
     result = run("check", "--topology", path)
     assert result.exit_code == 0, result.output
     assert "caches-dependency-ips" in result.stdout

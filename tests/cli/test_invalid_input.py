@@ -17,7 +17,7 @@ runner = CliRunner()
 LOCATED = re.compile(r"^(?P<file>\S+\.yaml):(?P<line>\d+) (?P<key>\S+: )?\S")
 
 BASE = estate(
-    service("db", group="storage"),
+    service("db", group="storage", role="database"),
     service("cache", tier=1, depends_on=["db"]),
     service("app", depends_on=["cache", {"name": "db", "soft": True}], boot_requires=["vault"],
             features=[{"name": "f", "priority": 1, "cost": 0.1}]),
@@ -30,6 +30,9 @@ INVALID: dict[str, list] = {
     "capacity_per_instance": [0, -1, "x", None],
     "peak_load": [-1, "x", None],
     "restart_seconds": [0, -5, "x", 1e9],
+    "boot_seconds": [0, -1, "x", 1e9],
+    "role": ["primary", None, 1],
+    "traffic_class": ["", "  ", 5, [1]],
     "caches_dependency_ips": ["maybe", 5, None],
     "depends_on": ["db", None, [5], [{"name": "db", "hard": True}]],
     "boot_requires": ["vault", [None], ["ghost"]],
@@ -44,7 +47,7 @@ def broken(draw: st.DrawFn) -> dict:
     i = draw(st.integers(0, len(data["services"]) - 1))
     kind = draw(st.sampled_from(
         ["bad-value", "drop-key", "unknown-dep", "unknown-dc", "cycle", "duplicate",
-         "unknown-tool", "extra-key", "bad-top"]))
+         "unknown-tool", "extra-key", "bad-top", "bad-dc", "class-on-backend", "bad-sim"]))
     svc = data["services"][i]
     if kind == "bad-value":
         field = draw(st.sampled_from(sorted(INVALID)))
@@ -63,6 +66,14 @@ def broken(draw: st.DrawFn) -> dict:
         data["services"].append(dict(svc))
     elif kind == "unknown-tool":
         svc["boot_requires"] = ["ghost-tool"]
+    elif kind == "bad-dc":
+        data["datacenters"] = [{"name": "dc1", "spare_instances": draw(st.sampled_from(
+            [-1, "x", 1.5]))}, {"name": "dc2"}]
+    elif kind == "class-on-backend":
+        data["services"][0] = {**data["services"][0], "traffic_class": "shop"}
+    elif kind == "bad-sim":
+        data["simulation"] = draw(st.sampled_from(
+            [{"tick_s": 0}, {"boot_s": 90}, {"zipf_alpha": "x"}, 5]))
     elif kind == "extra-key":
         svc[draw(st.sampled_from(["teir", "replicas", "soft"]))] = 1
     else:
@@ -89,3 +100,31 @@ def test_invalid_input_always_exits_2_with_a_located_message(data: dict, command
         assert match, line
         assert match["file"] == str(path)
         assert 1 <= int(match["line"]) <= n_lines
+
+
+def _write(tmp: str, data: dict) -> Path:
+    path = Path(tmp) / "estate.yaml"
+    path.write_text(dump(data))
+    return path
+
+
+def test_a_drill_on_an_estate_without_a_database_is_invalid_input() -> None:
+    """It still loads and checks (with a warning), but nothing can gate its traffic."""
+    data = estate(service("orders-db"), service("app", depends_on=["orders-db"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _write(tmp, data)
+        check = runner.invoke(app, ["check", "--topology", str(path)])
+        drill = runner.invoke(app, ["drill", "--topology", str(path), "--out", tmp + "/out"])
+    assert check.exit_code == 0 and "no-database-declared" in check.stdout
+    assert drill.exit_code == 2, drill.output
+    assert "role: database" in drill.stderr and str(path) in drill.stderr
+    assert "Traceback" not in drill.output
+    assert not Path(tmp + "/out").exists()  # nothing was started
+
+
+def test_a_lost_dc_that_is_not_a_dc_is_invalid_input() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = _write(tmp, BASE)
+        result = runner.invoke(app, ["drill", "--topology", str(path), "--lost-dc", "dc9"])
+    assert result.exit_code == 2
+    assert "--lost-dc: unknown datacenter 'dc9' (topology has: dc1, dc2)" in result.stderr

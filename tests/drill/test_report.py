@@ -90,7 +90,7 @@ def make_report(**changes: object) -> DrillReport:
         "topology_hash": "3f9a1c0d5e7b2a4968c1d0e3f5a7b9c2d4e6f8a0b1c3d5e7f9a1b3c5d7e9f1a3",
         "environment": "sim",
         "lost_dc": "dc1",
-        "target_dc": "dc2",
+        "target_dcs": ["dc2"],
         "fault_at_s": FAULT_AT,
         "finished_at_s": FAULT_AT + 60 + 400 * 10.0,
         "started_at": "2025-03-14T02:00:00+00:00",

@@ -23,11 +23,12 @@ def tools() -> dict[str, Any]:
 def small(**overrides: Any) -> dict[str, Any]:
     """A database, a cache and two app services in one dependency chain, plus a loner."""
     data = estate(
-        service("user-db", group="storage", peak_load=4_000, capacity_per_instance=1_000,
-                instances={"dc1": 8, "dc2": 8}, restart_seconds=120,
+        service("user-db", group="storage", role="database", peak_load=4_000,
+                capacity_per_instance=1_000, instances={"dc1": 8, "dc2": 8}, restart_seconds=120,
                 boot_requires=["secret-store"]),
-        service("cache", group="storage", tier=1, depends_on=["user-db"], peak_load=8_000,
-                capacity_per_instance=2_000, instances={"dc1": 5, "dc2": 5}, restart_seconds=30),
+        service("cache", group="storage", role="cache", tier=1, depends_on=["user-db"],
+                peak_load=8_000, capacity_per_instance=2_000, instances={"dc1": 5, "dc2": 5},
+                restart_seconds=30),
         service("api", group="api", depends_on=["cache"], peak_load=10_000,
                 capacity_per_instance=1_000, instances={"dc1": 10, "dc2": 7},
                 features=[{"name": "previews", "priority": 1, "cost": 0.1}]),

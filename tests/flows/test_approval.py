@@ -65,7 +65,7 @@ def test_production_failover_waits_for_an_approver(tmp_path, serve, approve: boo
         time.sleep(0.5)
         paused = asyncio.run(_paused_run_id())
     assert paused, "the failover never paused at the approval gate"
-    assert sim.estate.weights["dc2"] == 0.5  # no traffic moved while waiting
+    assert sim.estate.class_weights["tier0"]["dc2"] == 0.5  # no traffic moved while waiting
     resume_flow_run(paused, run_input={  # what the UI's Resume dialog sends
         "approve": approve, "approver": "bob", "reason": "" if approve else "not now"})
     worker.join(timeout=120)
@@ -82,7 +82,7 @@ def test_production_failover_waits_for_an_approver(tmp_path, serve, approve: boo
         assert "traffic rejected (not now)" in str(outcome["error"])
         assert event.outcome == "rejected"
         assert event.detail == {"reason": "not now"}
-        assert sim.estate.weights["dc2"] == 0.5  # traffic never moved
+        assert sim.estate.class_weights["tier0"]["dc2"] == 0.5  # traffic never moved
         assert str(run.outcome) == "failed"
 
 
@@ -142,9 +142,9 @@ def test_an_approval_button_in_slack_resumes_the_paused_failover(
     worker = _start(path, url, 120, outcome)
     assert slack.wait_for(lambda: _buttons(slack) is not None, timeout=60), \
         "the living message never showed the approval buttons"
-    assert sim.estate.weights["dc2"] == 0.5
+    assert sim.estate.class_weights["tier0"]["dc2"] == 0.5
     approve = next(e for e in _buttons(slack)["elements"] if e["action_id"] == APPROVE_ACTION)
-    assert "Approval needed:* move traffic into dc2" in json.dumps(_living_message(slack))
+    assert "Approval needed:* move dc1's traffic into dc2" in json.dumps(_living_message(slack))
 
     web = _slack_app(store_url)
     click = button_payload(APPROVER, json.loads(approve["value"])["run"], "traffic")
@@ -173,7 +173,7 @@ def test_no_answer_in_time_stops_the_failover_before_traffic_moves(
     worker.join(timeout=120)
     assert not worker.is_alive()
     assert "traffic timed out (no answer within 5 s)" in str(outcome.get("error"))
-    assert sim.estate.weights["dc2"] == 0.5  # traffic never moved
+    assert sim.estate.class_weights["tier0"]["dc2"] == 0.5  # traffic never moved
     with db.session(db.get_engine()) as s:
         (run,) = service.get_all_runs(s)
         decision = service.get_gate_decision(s, run_id=run.id, gate="traffic")

@@ -9,6 +9,9 @@ import pytest
 
 from flows.drill import DrillParams, drill
 from revive.drill.report import DrillReport
+from revive.planning.shares import default_weights
+from revive.topology import load
+from tests.factories import REPO
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -20,11 +23,19 @@ def run(tmp_path, name: str, **params) -> DrillReport:
     return DrillReport.model_validate(data)
 
 
+THREE_DC = REPO / "runbooks" / "examples" / "three-dc.yaml"
+
+
 def test_dc_fire_recovers_and_the_same_seed_gives_the_same_report(tmp_path) -> None:
     first = run(tmp_path, "a", seed=7)
     assert first.outcome == "recovered"
-    assert first.lost_dc == "dc1" and first.target_dc == "dc2"
+    assert first.lost_dc == "dc1" and first.target_dcs == ["dc2"]
     assert all(t.rto_s is not None for t in first.tiers)
+    rto = {t.tier: t.rto_s for t in first.tiers}
+    assert rto[0] <= 600 and rto[1] <= 1800  # each tier back within its own target
+    assert rto[0] < rto[1] <= rto[2] <= rto[3]  # tier by tier, not all at once
+    assert all(w == {"dc1": 0.0, "dc2": 1.0} for w in first.final_weights.values())
+    assert "RECOVERED" in first.headline
     # the seed's never-replicated components were deployed into the surviving DC
     assert {"config-server@dc2", "status-server@dc2"} <= set(first.deployed)
     assert "notification-sender@dc2" in first.restarted  # it cached dc1's IPs
@@ -48,3 +59,22 @@ def test_a_drill_run_from_a_dc_whose_tool_replicas_died_fails_over_to_the_others
     assert report.outcome == "recovered"
     assert any("registry: failing over from dc1 to dc2" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_three_dc_estate_recovers_into_both_survivors_tier_by_tier(tmp_path) -> None:
+    """An N+1 estate with its own DC names: the lost DC's users of every class go to both
+    survivors, which keep their relative shares; no survivor is drained."""
+    report = run(tmp_path, "three", seed=3, topology=str(THREE_DC), lost_dc="west")
+    assert report.lost_dc == "west" and report.target_dcs == ["east", "north"]
+    assert report.outcome in ("recovered", "late")  # every tier back
+    rto = {t.tier: t.rto_s for t in report.tiers}
+    assert rto[0] is not None and rto[0] < rto[3]
+    before = default_weights(load(THREE_DC))
+    for cls, weights in report.final_weights.items():
+        assert weights["west"] == 0.0, cls
+        for dc in ("east", "north"):  # nobody drained, and relative shares kept
+            assert (weights[dc] > 0) == (before[cls][dc] > 0), (cls, dc)
+        if before[cls]["east"] > 0 and before[cls]["north"] > 0:
+            assert weights["east"] / weights["north"] == pytest.approx(
+                before[cls]["east"] / before[cls]["north"], rel=1e-3)
+        assert abs(sum(weights.values()) - 1.0) < 1e-3, cls

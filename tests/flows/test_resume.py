@@ -92,8 +92,13 @@ def test_sigkill_then_resume_repeats_no_step(tmp_path: Path) -> None:
         repeated = {k: n for k, n in counts.items() if n > 1}
         assert repeated == {}, repeated  # no provision, deploy, restart or copy twice
         assert all(counts[k] == 1 for k in before)  # in-flight actions were re-attached
-        shares = [e["detail"] for e in _get(base, "/log")["log"] if e["kind"] == "set_weights"]
-        assert all(a != b for a, b in itertools.pairwise(shares))  # no move twice
+        moves: dict[str, list[str]] = {}
+        for e in _get(base, "/log")["log"]:
+            if e["kind"] == "set_class_weights":
+                moves.setdefault(e["target"], []).append(e["detail"])
+        assert moves  # the ramp moved every class it had to
+        for shares in moves.values():
+            assert all(a != b for a, b in itertools.pairwise(shares))  # no move twice
     finally:
         stop(sim)
         log.close()

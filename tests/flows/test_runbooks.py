@@ -97,11 +97,15 @@ def test_the_ramp_pushes_the_retry_policy_first_and_reaches_full_traffic(tmp_pat
     result = asyncio.run(warm_up_ramp(RampParams(topology=path, target_dc="dc2", sim_url=url)))
     assert result["result"] == "full" and result["share"] == 1.0
     kinds = [entry.kind for entry in sim.estate.log]
-    assert kinds.index("set_retry_policy") < kinds.index("set_weights")
+    assert kinds.index("set_retry_policy") < kinds.index("set_class_weights")
     assert sim.estate.flag("api", "previews")  # switched back on once traffic was full
-    shares = [c["share_to"] for c in result["changes"]]
-    assert shares == sorted(shares)
-    assert max(s["db_util"] for s in result["samples"]) <= 0.9
+    shares = [c["share_to"] for c in result["changes"]["tier0"]["dc2"]]
+    assert shares == sorted(shares)  # the most important class never had to back off
+    assert max(s["db_util"] for c in result["samples"].values() for s in c["dc2"]) <= 0.9
+    # every class moved, including tier 3's, whose only service lived in dc1: its users
+    # fail wherever they are until it is deployed, so moving them harms nobody
+    assert result["weights"] == {c: {"dc1": 0.0, "dc2": 1.0} for c in ("tier0", "tier1", "tier3")}
+    assert result["classes"] == {"tier0": 1.0, "tier1": 1.0, "tier3": 1.0}
 
 
 def test_failover_recovers_a_lost_dc_end_to_end(tmp_path, serve):
@@ -111,7 +115,7 @@ def test_failover_recovers_a_lost_dc_end_to_end(tmp_path, serve):
     result = asyncio.run(failover(FailoverParams(
         topology=path, target_dc="dc2", lost_dc="dc1", sim_url=url)))
     assert result["outcome"] == "recovered"
-    assert result["deployed"] == ["reports"]  # lived only in dc1
+    assert result["deployed"] == ["reports@dc2"]  # lived only in dc1
     assert sim.estate.state("caller", "dc2").ip_target == "dc2"  # restarted: no stale IPs
     assert sim.estate.weights["dc2"] == 1.0
     with db.session(db.get_engine()) as s:
@@ -128,7 +132,7 @@ def test_a_second_trigger_gets_the_active_run(tmp_path, serve):
     with db.session(engine) as s:
         active = service.create_run(s, runbook="failover", parameters={},
                                     trigger=TriggerSource.SLACK, triggered_by="someone",
-                                    target_dc="dc2")
+                                    target_dc="dc1")  # one active failover per lost DC
     with pytest.raises(ActiveRunError) as info:
         asyncio.run(failover(FailoverParams(topology=path, target_dc="dc2", sim_url=url)))
     assert info.value.run_id == active.id

@@ -9,7 +9,7 @@ from revive.topology import load
 from tests.factories import EXAMPLE, build, service, tools
 
 HEALTHY = [
-    service("db"),
+    service("db", role="database"),
     service("app", depends_on=["db"], boot_requires=["vault"]),
     service("reco", tier=3, redundancy="single-dc", instances={"dc1": 1}, peak_load=50),
 ]
@@ -17,6 +17,14 @@ HEALTHY = [
 
 def findings(*services, **fields):
     return [(f.rule, f.severity, f.subject) for f in run_check(build(*services, **fields)).findings]
+
+
+def test_an_estate_without_a_declared_database_is_warned_not_guessed() -> None:
+    """A service named like a database is not taken for one: only role: database counts."""
+    named_like_a_db = [service("user-db"), service("app", depends_on=["user-db"])]
+    assert findings(*named_like_a_db) == [
+        ("no-database-declared", Severity.warning, "services")]
+    assert findings(service("orders", role="database"), service("app")) == []
 
 
 def test_a_healthy_estate_has_no_findings() -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from revive.sim import SimConfig, Simulator
@@ -21,8 +22,8 @@ Script = Callable[[httpx.AsyncClient], Coroutine[Any, Any, None]]
 def make_sim() -> Simulator:
     """Every tool kind the endpoints need, a DB, a service with a feature, one dc1-only."""
     topology = build(
-        service("user-db", group="storage", peak_load=1_000, capacity_per_instance=200,
-                instances={"dc1": 6, "dc2": 6}),
+        service("user-db", group="storage", role="database", peak_load=1_000,
+                capacity_per_instance=200, instances={"dc1": 6, "dc2": 6}),
         service("front", restart_seconds=60, peak_load=400, capacity_per_instance=100,
                 instances={"dc1": 4, "dc2": 4},
                 features=[{"name": "previews", "priority": 1, "cost": 0.2}]),
@@ -33,6 +34,7 @@ def make_sim() -> Simulator:
             config={"kind": "config_store", "replicas": dict(BOTH)},
             gslb={"kind": "traffic", "replicas": dict(BOTH)},
         ),
+        datacenters=[{"name": "dc1", "spare_instances": 400}, {"name": "dc2"}],
     )
     return Simulator(topology, seed=11, config=SimConfig(restart_jitter=0.0))
 
@@ -72,8 +74,12 @@ def test_health_clock_state_and_metrics() -> None:
         assert (await client.get("/clock")).json() == {"now": 30.0}
         state = (await client.get("/state")).json()
         assert state["dcs"] == {"dc1": True, "dc2": True}
-        assert state["weights"] == {"dc1": 0.5, "dc2": 0.5}
-        assert state["quotas"] == {"dc1": 400, "dc2": 400}
+        # batch's class (tier2) runs in dc1 only, so its users start there: dc1 carries
+        # front's half (2/3 of the load) and all of batch's (1/3)
+        assert state["weights"] == {"dc1": pytest.approx(2 / 3), "dc2": pytest.approx(1 / 3)}
+        assert state["class_weights"] == {"tier0": {"dc1": 0.5, "dc2": 0.5},
+                                          "tier2": {"dc1": 1.0, "dc2": 0.0}}
+        assert state["quotas"] == {"dc1": 400, "dc2": None}  # None: no limit declared
         assert state["retry_policy"] is None
         assert state["services"]["batch"]["dc2"]["exists"] is False
         assert state["services"]["front"]["dc1"]["healthy"] == 4
@@ -81,13 +87,13 @@ def test_health_clock_state_and_metrics() -> None:
         assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
         assert len(list(text_string_to_metric_families(metrics.text))) > 10
         sample = read_sample(metrics.text, "dc2")
-        assert sample.t == 30.0 and sample.share == 0.5
+        assert sample.t == 30.0 and sample.share == pytest.approx(1 / 3)
         # an exporter's name[] filter: only the series asked for, the same values
         some = await client.get("/metrics", params={"name[]": list(SAMPLE_METRICS)})
         assert {f.name for f in text_string_to_metric_families(some.text)} == set(
             SAMPLE_METRICS)
         assert read_sample(some.text, "dc2") == sample
-        assert len(some.text) < len(metrics.text) / 3
+        assert len(some.text) < len(metrics.text) / 2  # the per-class series are in it too
 
     drive(script)
 
@@ -160,7 +166,8 @@ def test_registry_gslb_and_config_store() -> None:
         same = await client.post("/registry/copy", json={**body, "dst_dc": "dc1"})
         error(same, 422, "BadRequest")
 
-        assert (await client.get("/gslb/weights")).json() == {"weights": {"dc1": 0.5, "dc2": 0.5}}
+        assert (await client.get("/gslb/weights")).json()["classes"]["tier0"] == {
+            "dc1": 0.5, "dc2": 0.5}
         moved = await client.put("/gslb/weights", json={"weights": {"dc1": 1, "dc2": 3}})
         assert moved.json() == {"weights": {"dc1": 0.25, "dc2": 0.75}}
         error(await client.put("/gslb/weights", json={"weights": {"dc1": -1}}), 422, "BadRequest")

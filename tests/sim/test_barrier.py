@@ -24,7 +24,7 @@ def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def sim_and_barrier(**config: Any) -> tuple[Simulator, ClockBarrier]:
     sim = Simulator(
-        build(service("app", restart_seconds=60), service("db", group="storage")),
+        build(service("app", restart_seconds=60), service("db", group="storage", role="database")),
         seed=5,
         config=SimConfig(**config),
     )

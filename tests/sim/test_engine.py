@@ -18,8 +18,8 @@ BOTH = {"dc1": "https://x.dc1.example", "dc2": "https://x.dc2.example"}
 def estate_topology(db_instances: int = 12, **extra: Any):
     """A small estate: a DB, a front service with a feature, an IP-caching caller."""
     return build(
-        service("user-db", group="storage", peak_load=10_000, capacity_per_instance=1_000,
-                instances={"dc1": db_instances, "dc2": db_instances}),
+        service("user-db", group="storage", role="database", peak_load=10_000,
+                capacity_per_instance=1_000, instances={"dc1": db_instances, "dc2": db_instances}),
         service("front", peak_load=20_000, capacity_per_instance=1_000,
                 instances={"dc1": 24, "dc2": 24},
                 features=[{"name": "previews", "priority": 1, "cost": 0.2}]),
@@ -60,8 +60,8 @@ def test_added_database_instances_add_capacity_and_lower_utilisation() -> None:
 def test_added_front_instances_stop_overload_errors() -> None:
     overloaded = sim_for(
         build(
-            service("user-db", group="storage", peak_load=1_000, capacity_per_instance=1_000,
-                    instances={"dc1": 5, "dc2": 5}),
+            service("user-db", group="storage", role="database", peak_load=1_000,
+                    capacity_per_instance=1_000, instances={"dc1": 5, "dc2": 5}),
             service("front", peak_load=20_000, capacity_per_instance=1_000,
                     instances={"dc1": 12, "dc2": 12}),
             ops_tools=tools(compute={"kind": "compute", "replicas": dict(BOTH)}),
@@ -94,10 +94,11 @@ def test_feature_flags_add_their_cost_to_load() -> None:
     sim.estate.set_flag("front", "previews", False)
     sim.advance(2)
     off = sim.metrics["dc1"].requests_rps
-    share_of_load = 20_000 * 0.2 / 32_000  # front's peak share times the feature's cost
-    assert off == pytest.approx(on / (1 + share_of_load), rel=1e-6)
+    # front's class (tier0) loses the feature's cost; the caller's class (tier1) keeps its load
+    kept = (20_000 / (1 + 0.2) + 2_000) / 22_000
+    assert off == pytest.approx(on * kept, rel=1e-6)
     assert sim.metrics["dc1"].db_first_rps == pytest.approx(
-        sim.load.db_peak / 2 / (1 + share_of_load), rel=1e-3
+        sim.load.db_peak / 2 * kept, rel=1e-3
     )
 
 
@@ -139,8 +140,10 @@ def test_a_patch_carries_a_version_and_rollback_restores_it() -> None:
 
 def test_an_emergency_deployment_creates_a_component_where_it_did_not_exist() -> None:
     topo = build(
-        service("user-db", group="storage", peak_load=1_000, capacity_per_instance=1_000,
-                instances={"dc1": 2, "dc2": 2}),
+        # config's class lived in dc1 only, so it reaches dc2 cold: a DB big enough not to
+        # blur the errors
+        service("user-db", group="storage", role="database", peak_load=1_000,
+                capacity_per_instance=1_000, instances={"dc1": 4, "dc2": 4}),
         service("config", tier=1, redundancy="single-dc", instances={"dc1": 2},
                 peak_load=1_000, capacity_per_instance=1_000),
         service("front", instances={"dc1": 2, "dc2": 2}, peak_load=1_000,

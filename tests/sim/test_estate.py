@@ -54,25 +54,35 @@ def run(estate: Estate, action_id: str) -> None:
 # --- actions ------------------------------------------------------------------------------
 
 
-def test_provision_adds_unhealthy_instances_that_boot_after_boot_s() -> None:
-    estate = make(ops_tools=tools(compute=tool("compute")))
+def test_provision_adds_unhealthy_instances_that_boot_after_boot_seconds() -> None:
+    estate = make(service("app", boot_seconds=75), ops_tools=tools(compute=tool("compute")),
+                  datacenters=[{"name": "dc1"}, {"name": "dc2", "spare_instances": 400}])
     aid = estate.provision("app", "dc2", 3)
     assert aid == "a0001"
     view = estate.state("app", "dc2")
     assert (view.instances, view.healthy, view.busy) == (5, 2, True)
     assert estate.quota("dc2") == 400 - 3
+    assert estate.quota("dc1") is None  # no spare_instances declared: no limit
     assert estate.healthy_capacity("dc2", "app") == 200
-    estate.clock.advance_to(89.9)
+    estate.clock.advance_to(74.9)
     assert estate.state("app", "dc2").healthy == 2
-    estate.clock.advance_to(90.0)
+    estate.clock.advance_to(75.0)
     assert estate.state("app", "dc2").healthy == 5
     assert estate.action(aid).state == ActionState.done
-    assert estate.action(aid).ends_at == 90.0
+    assert estate.action(aid).ends_at == 75.0
     assert estate.healthy_capacity("dc2", "app") == 500
 
 
+def test_a_dc_without_spare_instances_grants_any_count() -> None:
+    estate = make()
+    estate.provision("app", "dc1", 10_000)
+    assert estate.state("app", "dc1").instances == 10_002
+    assert estate.quota("dc1") is None
+
+
 def test_provision_beyond_quota_is_refused_and_changes_nothing() -> None:
-    estate = make(config=SimConfig(default_quota=4))
+    estate = make(datacenters=[{"name": "dc1", "spare_instances": 4},
+                               {"name": "dc2", "spare_instances": 4}])
     with pytest.raises(QuotaExceeded, match="dc1"):
         estate.provision("app", "dc1", 5)
     assert estate.state("app", "dc1").instances == 2
@@ -179,7 +189,8 @@ def test_patch_needs_the_artifact_and_rollback_restores_the_old_version() -> Non
 
 
 def test_deploy_creates_a_component_that_did_not_exist() -> None:
-    estate = make(service("app", instances={"dc1": 2}))
+    estate = make(service("app", instances={"dc1": 2}),
+                  datacenters=[{"name": "dc1"}, {"name": "dc2", "spare_instances": 400}])
     assert not estate.state("app", "dc2").exists
     with pytest.raises(Conflict, match="use deploy"):
         estate.restart("app", "dc2")

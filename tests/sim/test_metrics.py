@@ -17,8 +17,8 @@ BOTH = {"dc1": "https://x.dc1.example", "dc2": "https://x.dc2.example"}
 
 def small_sim(seed: int = 3) -> Simulator:
     topology = build(
-        service("user-db", group="storage", peak_load=1_000, capacity_per_instance=200,
-                instances={"dc1": 6, "dc2": 6}),
+        service("user-db", group="storage", role="database", peak_load=1_000,
+                capacity_per_instance=200, instances={"dc1": 6, "dc2": 6}),
         service("front", peak_load=2_000, capacity_per_instance=500,
                 instances={"dc1": 4, "dc2": 4},
                 features=[{"name": "previews", "priority": 1, "cost": 0.2}]),
@@ -83,6 +83,11 @@ def test_every_metric_is_a_gauge_with_the_documented_labels() -> None:
         "gslb_weight",
     ]
     expected.update({f"revive_{name}": {"dc"} for name in per_dc})
+    per_class = [
+        "class_traffic_share", "class_requests_per_second", "class_cache_hit_ratio",
+        "class_error_ratio", "class_p99_latency_seconds",
+    ]
+    expected.update({f"revive_{name}": {"class", "dc"} for name in per_class})
     assert set(families) == set(expected)
     for name, labels in expected.items():
         assert families[name].type == "gauge"
@@ -109,7 +114,7 @@ def test_service_tool_and_feature_series_follow_a_power_loss() -> None:
         assert value(text, "revive_ops_tool_replica_up", tool=tool, dc="dc2") == 1.0
     assert value(text, "revive_feature_enabled", service="front", feature="previews") == 0.0
     assert value(text, "revive_gslb_weight", dc="dc1") == 0.5
-    assert value(text, "revive_quota_remaining", dc="dc2") == sim.config.default_quota
+    assert value(text, "revive_quota_remaining", dc="dc2") == math.inf  # no spare_instances
     assert read_sample(text, "dc1").error_rate == 1.0
 
 

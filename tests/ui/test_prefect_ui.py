@@ -106,7 +106,7 @@ def test_the_ui_resume_dialog_decides_the_production_gate(
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             flow_run_id = _paused_run(server["PREFECT_API_URL"], process, log)
-            assert sim.estate.weights["dc2"] == 0.5  # nothing moved while it waits
+            assert sim.estate.class_weights["tier0"]["dc2"] == 0.5  # nothing moved while it waits
             _answer_in_the_ui(browser, server["PREFECT_UI_URL"], flow_run_id, approve=approve,
                               approver="carol", reason="" if approve else "db not warm")
             returncode = process.wait(timeout=RUN_TIMEOUT_S)
@@ -136,5 +136,5 @@ def test_the_ui_resume_dialog_decides_the_production_gate(
         assert returncode != 0, output[-3000:]
         assert (decision.decision, decision.reason) == ("rejected", "db not warm")
         assert outcome == "failed"
-        assert sim.estate.weights["dc2"] == 0.5  # traffic never moved
+        assert sim.estate.class_weights["tier0"]["dc2"] == 0.5  # traffic never moved
         assert "traffic rejected (db not warm)" in output

@@ -232,7 +232,7 @@ def test_one_runner_per_dc_and_chat_control_survives_the_loss_of_a_dc(
 
     # Across runners (processes), the store's one-active-run rule holds: a run that reached
     # the store from elsewhere is not started twice.
-    run_id = create_run(store, target_dc="dc2")
+    run_id = create_run(store, target_dc="dc1")  # the failover of dc1 (into dc2)
     duplicate = ask(slack_side, "run failover target_dc=dc2", trigger="T-dc2")
     assert f"already running as run `{run_id}`" in text_of(duplicate)
     assert len(dc2.started) == 1
