@@ -4,9 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 TOPOLOGY ?= runbooks/topology.yaml
-DC ?= dc2
-LOST_DC ?= dc1
+LOST_DC ?=
 SEED ?= 1
+# The DC to lose: LOST_DC, or the topology's first DC.
+FIRST_DC = $(BIN)/python -c 'import sys; from revive.topology import load; print(load(sys.argv[1]).dc_names[0])' $(TOPOLOGY)
 
 .PHONY: install drill plans test bench clean
 
@@ -20,13 +21,14 @@ install: $(STAMP)
 
 ## The main job: a DC-fire drill on the built-in simulator; prints the report directory.
 drill: $(STAMP)
-	$(BIN)/revive drill --topology $(TOPOLOGY) --seed $(SEED)
+	$(BIN)/revive drill --topology $(TOPOLOGY) --seed $(SEED) $(if $(LOST_DC),--lost-dc $(LOST_DC))
 
 ## Readiness findings and plans, without running anything. Findings never fail this.
 plans: $(STAMP)
 	$(BIN)/revive check --topology $(TOPOLOGY) || [ $$? -eq 1 ]
-	$(BIN)/revive plan provision --topology $(TOPOLOGY) --dc $(DC)
-	$(BIN)/revive plan restart --topology $(TOPOLOGY) --dc $(LOST_DC)
+	lost="$(LOST_DC)"; lost="$${lost:-$$($(FIRST_DC))}"; \
+	$(BIN)/revive plan provision --topology $(TOPOLOGY) --lost-dc "$$lost" && \
+	$(BIN)/revive plan restart --topology $(TOPOLOGY) --dc "$$lost"
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,23 +1,31 @@
-"""Benchmark revive's restart order against priority groups and a serial runbook.
+"""Benchmark revive's restart order, tier by tier, against priority groups and a serial runbook.
 
 A DC's power came back and every service in it must restart (``plan_restart``'s scope: every
 group with instances there). Three topologies: the example (``runbooks/topology.yaml``,
 dc1) and two generated ones (bench/plan.py's generator, ``--sizes`` services with
-``--deps-per-service`` hard dependencies each, dc1). Four strategies, all at most
-``--max-parallel`` restarts in flight and never starting a service before its hard
-dependencies inside the plan are done:
+``--deps-per-service`` hard dependencies each, dc1). Every executed strategy runs the same
+restart steps (``revive.planning.restart.restart_steps``) on the one scheduler,
+``revive.planning.graph.Scheduler``: at most ``--max-parallel`` restarts in flight, never a
+service before its hard dependencies inside the plan are done. They differ only in the
+graph they hand it:
 
-* ``revive``: the order of ``plan_restart`` run as a list scheduler, as the
-  restart_service_groups runbook does: whenever a slot is free, start the first ready
-  service in plan step order;
-* ``strict priority``: how VMware SRM's priority groups behave: group N starts only when
-  every service of group N-1 is done; inside a group, the same list scheduler. A service's
-  group is its tier, raised to the group of its latest hard dependency when that is
-  higher (SRM only allows dependencies inside a group or on earlier groups, so an
-  operator has to move such a service down the order; otherwise the schedule deadlocks);
-* ``serial``: one at a time in plan step order, as a wiki runbook does;
+* ``revive``: the steps as planned, as the restart_service_groups runbook runs them
+  (effective tier first, then the longest chain of work behind, then the name);
+* ``strict priority``: how VMware SRM's priority groups behave: the same steps, plus an
+  ``after`` edge from every step of group N to every step of the previous group, so group
+  N starts only when all of group N-1 is done. A service's group is its tier, raised to the
+  group of its latest hard dependency when that is higher (SRM only allows dependencies
+  inside a group or on earlier groups, so an operator has to move such a service down the
+  order; otherwise the schedule deadlocks);
+* ``serial``: the same steps with the pool's cap at 1, as a wiki runbook does;
 * ``lower bound``: ``max(critical path, total work / max_parallel)``, which no schedule
   can beat; it is not executed.
+
+The objective is each tier's completion in turn. Tier T is complete when every service of
+(own) tier <= T has restarted; its own bound is ``max(critical path, work / max_parallel)``
+of its closure (those services and everything they hard-depend on inside the plan), on the
+drawn durations: no schedule completes the tier sooner. The whole-plan makespan and its
+ratio to the whole-plan bound are reported too, as information, not as a goal.
 
 Durations. The estate's restart jitter is drawn per ``restart`` call in call order, so
 different orders would draw different durations. Instead each service's duration is drawn
@@ -26,10 +34,10 @@ once, before any schedule runs, from ``random.Random(seed)`` with the estate's o
 written into a copy of the topology; every schedule then runs on a fresh simulator
 ``Estate`` over that copy with ``restart_jitter=0``, so each service takes the same time
 under every strategy. The planner sees the nominal ``restart_seconds`` (it cannot know the
-jitter, as in a real restart); the lower bound uses the drawn durations. Every strategy,
+jitter, as in a real restart); the bounds use the drawn durations. Every strategy,
 including the 1,000-service one, is executed on the ``Estate`` (``VirtualClock`` events, no
-separate event simulation): each restart is ``Estate.restart`` and ends when its action is
-done.
+separate event simulation): the scheduler says what starts, each restart is
+``Estate.restart`` and ends when its action is done.
 
 Orchestration overhead. The example plan's restarts are run as trivial async Prefect tasks
 (revive's ops-task options, a body that awaits a no-op) inside one async flow, one at a
@@ -43,8 +51,15 @@ runs (task runs are reported to the server in the background); the next run star
 then, so one run's backlog does not slow the next.
 
 Goals, reported as PASS/FAIL (exit code 0 unless ``--check`` is given and a goal fails):
-revive's makespan within 1.05x the lower bound and below strict priority groups on every
-topology; Prefect adds under 10 ms per task, one at a time and ``max_parallel`` at a time.
+under revive, each tier completes within 1.3x its own bound on every topology; Prefect adds
+under 10 ms per task, one at a time and ``max_parallel`` at a time.
+
+``--json`` prints ``{"topologies": [...], "prefect": ..., "goals": [...], "wall_s": ...}``.
+Each topology row has ``tier_rto_s`` (tier -> when that tier is complete under revive),
+``tier_bound_s`` (tier -> its own bound), ``tier_rto_by_strategy_s`` (strategy -> tier ->
+completion, for every executed strategy), ``makespan_s`` (strategy -> whole-plan makespan,
+information) and the instance's sizes; tiers are JSON object keys, so strings. Each goal is
+``{"goal", "ok", "value"}``.
 
     .venv/bin/python bench/restart.py [--sizes 200 1000] [--seed S] [--max-parallel 8]
         [--repeat R] [--no-prefect] [--json] [--check]
@@ -53,8 +68,6 @@ topology; Prefect adds under 10 ms per task, one at a time and ``max_parallel`` 
 from __future__ import annotations
 
 import argparse
-import graphlib
-import heapq
 import importlib.util
 import json
 import os
@@ -62,9 +75,9 @@ import random
 import statistics
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +88,14 @@ from rich.console import Console
 from rich.table import Table
 
 from revive.planning import plan_restart
+from revive.planning.graph import Scheduler, Step, StepState, topological_order
+from revive.planning.restart import (
+    POOL,
+    restart_steps,
+    service_of,
+    tier_bounds,
+    tier_completion,
+)
 from revive.sim.clock import VirtualClock
 from revive.sim.config import SimConfig
 from revive.sim.estate import ActionState, Estate
@@ -87,7 +108,8 @@ MAX_PARALLEL = 8
 SIZES = (200, 1000)
 DEPS_PER_SERVICE = 3
 STRATEGIES = ("revive", "strict priority", "serial", "lower bound")
-BOUND_GOAL = 1.05
+EXECUTED = STRATEGIES[:3]
+TIER_GOAL = 1.3
 OVERHEAD_GOAL_MS = 10.0
 HORIZON_S = 30 * 86400.0  # a restart never takes longer (restart_seconds <= 86400)
 
@@ -131,12 +153,29 @@ def with_durations(topology: Topology, durations: dict[str, float]) -> Topology:
     return parse(data, name="<drawn durations>")
 
 
-def priority_groups(order: list[str], deps: dict[str, list[str]], tier: dict[str, int]) -> dict:
+def priority_groups(steps: list[Step], tier: dict[str, int]) -> dict[str, int]:
     """SRM-style group per service: its tier, or its latest dependency's group if later."""
+    by_key = {s.key: s for s in steps}
     group: dict[str, int] = {}
-    for name in graphlib.TopologicalSorter(deps).static_order():
-        group[name] = max([tier[name], *(group[d] for d in deps[name])])
-    return {name: group[name] for name in order}
+    for key in topological_order(by_key):
+        name = service_of(by_key[key])
+        group[name] = max([tier[name], *(group[service_of(by_key[d])] for d in by_key[key].after)])
+    return {service_of(s): group[service_of(s)] for s in steps}
+
+
+def strict_steps(steps: list[Step], group: dict[str, int]) -> list[Step]:
+    """The same steps, each also waiting for every step of the previous (non-empty) group:
+    group N starts only when group N-1 is done. Priorities are left as planned."""
+    members: dict[int, list[str]] = {}
+    for step in steps:
+        members.setdefault(group[service_of(step)], []).append(step.key)
+    levels = sorted(members)
+    previous = {later: tuple(members[earlier]) for earlier, later in pairwise(levels)}
+    return [
+        step.model_copy(update={"after": tuple(dict.fromkeys(
+            (*step.after, *previous.get(group[service_of(step)], ()))))})
+        for step in steps
+    ]
 
 
 # --- executing a schedule on the simulator ----------------------------------------------
@@ -145,68 +184,48 @@ def priority_groups(order: list[str], deps: dict[str, list[str]], tier: dict[str
 def execute(
     actual: Topology,
     dc: str,
-    order: list[str],
-    deps: dict[str, list[str]],
-    max_parallel: int,
+    steps: list[Step],
+    pools: dict[str, int],
     *,
-    group: dict[str, int] | None = None,
     seed: int = 1,
 ) -> Schedule:
-    """Restart ``order`` in ``dc`` on a fresh estate whose power just came back.
+    """Restart ``steps`` in ``dc`` on a fresh estate whose power just came back.
 
-    List scheduling: whenever fewer than ``max_parallel`` restarts run, start the first
-    service in ``order`` whose dependencies are done and, if ``group`` is given, whose
-    group is the lowest one with services not done yet. Returns ``{service: (start, end)}``
-    in simulated seconds from the power's return.
+    The one scheduler decides: whenever it says a step may start, it is started with
+    ``Estate.restart``; the clock then runs to the next end, and every restart that ended
+    at that instant is reported back before anything else starts (as ``rehearse`` does).
+    Returns ``{service: (start, end)}`` in simulated seconds from the power's return.
     """
     clock = VirtualClock()
     estate = Estate(actual, clock=clock, config=SimConfig(restart_jitter=0.0), seed=seed)
     estate.power_loss(dc)
     estate.power_restore(dc)
     t0 = clock.now
-    groups = group if group is not None else dict.fromkeys(order, 0)
-    rank = {name: i for i, name in enumerate(order)}
-    waiting = {name: len(deps[name]) for name in order}
-    dependents: dict[str, list[str]] = {name: [] for name in order}
-    for name in order:
-        for d in deps[name]:
-            dependents[d].append(name)
-    left = Counter(groups.values())
-    open_groups = sorted(left)
-    ready = [(groups[n], rank[n], n) for n in order if waiting[n] == 0]
-    heapq.heapify(ready)
-    running: dict[str, str] = {}
+    scheduler = Scheduler(steps, pools)
+    running: dict[str, str] = {}  # step key -> action id
     schedule: Schedule = {}
 
     def finished() -> bool:
         return any(estate.action(a).state != ActionState.running for a in running.values())
 
-    while ready or running:
-        while ready and len(running) < max_parallel and ready[0][0] <= open_groups[0]:
-            _, _, name = heapq.heappop(ready)
-            running[name] = estate.restart(name, dc)
+    while not scheduler.finished:
+        for step in scheduler.ready():
+            scheduler.start(step.key)
+            running[step.key] = estate.restart(service_of(step), dc)
         if not running:
-            raise RuntimeError(f"nothing can start; {len(ready)} ready services wait")
+            raise RuntimeError(f"nothing can start; {len(scheduler.of(StepState.pending))} wait")
         if not clock.advance_until(finished, limit=clock.now + HORIZON_S):
             raise RuntimeError("no restart finished within the horizon")
         clock.advance_to(clock.now)  # other restarts ending at this same instant
-        for name, action_id in list(running.items()):
+        for key, action_id in list(running.items()):
             view = estate.action(action_id)
             if view.state == ActionState.running:
                 continue
             if view.state != ActionState.done:
-                raise RuntimeError(f"restart of {name} failed: {view.error}")
-            del running[name]
-            schedule[name] = (view.started_at - t0, view.ends_at - t0)
-            left[groups[name]] -= 1
-            for k in dependents[name]:
-                waiting[k] -= 1
-                if waiting[k] == 0:
-                    heapq.heappush(ready, (groups[k], rank[k], k))
-        while open_groups and left[open_groups[0]] == 0:
-            open_groups.pop(0)
-    if len(schedule) != len(order):
-        raise RuntimeError(f"restarted {len(schedule)} of {len(order)} services")
+                raise RuntimeError(f"restart of {key} failed: {view.error}")
+            del running[key]
+            schedule[service_of(scheduler.steps[key])] = (view.started_at - t0, view.ends_at - t0)
+            scheduler.finish(key, ok=True)
     return schedule
 
 
@@ -218,37 +237,40 @@ def compare(
     seed: int = 1,
     jitter: float | None = None,
 ) -> dict[str, Any]:
-    """Every strategy's schedule and makespan for restarting ``dc``.
+    """Every strategy's schedule, per-tier completion and makespan for restarting ``dc``.
 
-    Returns ``strategies`` (name -> ``makespan_s``, and ``schedule`` {service: (start,
-    end)} for the executed ones; ``strict priority`` also has ``group``), the instance
-    (``order``, ``deps`` inside the plan, drawn ``durations``) and the bound's parts.
+    Returns ``strategies`` (name -> ``makespan_s``, and for the executed ones ``schedule``
+    {service: (start, end)} and ``tier_rto_s`` {tier: completion}; ``strict priority``
+    also has ``group``), the instance (``order``, ``deps`` inside the plan, drawn
+    ``durations``, own ``tier`` per service), ``tier_bound_s`` {tier: bound} and the
+    whole-plan bound's parts.
     """
     jitter = SimConfig().restart_jitter if jitter is None else jitter
     plan = plan_restart(topology, dc, max_parallel=max_parallel)
     order = [step.service for step in plan.steps]
-    chosen = set(order)
-    deps = {
-        name: [d for d in dict.fromkeys(topology.service(name).hard_dependencies) if d in chosen]
-        for name in order
-    }
+    steps, pools = restart_steps(topology, dc, max_parallel=max_parallel)
+    by_key = {s.key: s for s in steps}
+    deps = {service_of(s): [service_of(by_key[k]) for k in s.after] for s in steps}
     durations = draw_durations(topology, order, seed, jitter)
     actual = with_durations(topology, durations)
     # The planner's own bound, computed on the drawn durations; its schedule is what revive
     # would have planned had it known them (reported, not a strategy).
     exact = plan_restart(actual, dc, max_parallel=max_parallel)
     tier = {step.service: step.tier for step in plan.steps}
-    group = priority_groups(order, deps, tier)
+    group = priority_groups(steps, tier)
 
-    revive = execute(actual, dc, order, deps, max_parallel, seed=seed)
-    strict = execute(actual, dc, order, deps, max_parallel, group=group, seed=seed)
-    serial = execute(actual, dc, order, deps, 1, seed=seed)
-    strategies: dict[str, dict[str, Any]] = {
-        "revive": {"makespan_s": _makespan(revive), "schedule": revive},
-        "strict priority": {"makespan_s": _makespan(strict), "schedule": strict, "group": group},
-        "serial": {"makespan_s": _makespan(serial), "schedule": serial},
-        "lower bound": {"makespan_s": exact.lower_bound_s},
+    runs = {
+        "revive": execute(actual, dc, steps, pools, seed=seed),
+        "strict priority": execute(actual, dc, strict_steps(steps, group), pools, seed=seed),
+        "serial": execute(actual, dc, steps, {POOL: 1}, seed=seed),
     }
+    strategies: dict[str, dict[str, Any]] = {
+        name: {"makespan_s": _makespan(schedule), "schedule": schedule,
+               "tier_rto_s": tier_completion(schedule, tier)}
+        for name, schedule in runs.items()
+    }
+    strategies["strict priority"]["group"] = group
+    strategies["lower bound"] = {"makespan_s": exact.lower_bound_s}
     return {
         "dc": dc,
         "max_parallel": max_parallel,
@@ -256,10 +278,12 @@ def compare(
         "hard_deps": sum(len(v) for v in deps.values()),
         "order": order,
         "deps": deps,
+        "tier": tier,
         "durations": durations,
         "total_work_s": sum(durations.values()),
         "critical_path_s": exact.critical_path_s,
         "lower_bound_s": exact.lower_bound_s,
+        "tier_bound_s": tier_bounds(durations, tier, deps, max_parallel),
         "planned_makespan_s": plan.makespan_s,
         "exact_plan_makespan_s": exact.makespan_s,
         "promoted": sum(group[n] != tier[n] for n in order),
@@ -402,34 +426,32 @@ def _numbers(name: str, result: dict[str, Any]) -> dict[str, Any]:
         "planned_makespan_s",
         "exact_plan_makespan_s",
         "promoted",
+        "tier_bound_s",
     )
+    strategies = result["strategies"]
+    tiers = sorted(result["tier_bound_s"])
     return {
         "topology": name,
         **{k: result[k] for k in keys},
-        "makespan_s": {s: result["strategies"][s]["makespan_s"] for s in STRATEGIES},
+        "tier_services": {t: sum(1 for v in result["tier"].values() if v == t) for t in tiers},
+        "tier_rto_s": strategies["revive"]["tier_rto_s"],
+        "tier_rto_by_strategy_s": {s: strategies[s]["tier_rto_s"] for s in EXECUTED},
+        "makespan_s": {s: strategies[s]["makespan_s"] for s in STRATEGIES},
     }
 
 
 def _goals(rows: list[dict[str, Any]], overhead: dict[str, Any] | None) -> list[dict]:
     goals = []
     for row in rows:
-        m = row["makespan_s"]
-        ratio = m["revive"] / m["lower bound"]
-        goals.append(
-            {
-                "goal": f"{row['topology']}: revive within {BOUND_GOAL}x lower bound",
-                "ok": ratio <= BOUND_GOAL,
-                "value": f"{ratio:.3f}x",
-            }
-        )
-        speedup = m["strict priority"] / m["revive"]
-        goals.append(
-            {
-                "goal": f"{row['topology']}: revive faster than strict priority groups",
-                "ok": m["revive"] < m["strict priority"],
-                "value": f"{speedup:.3f}x",
-            }
-        )
+        for tier, bound in row["tier_bound_s"].items():
+            ratio = row["tier_rto_s"][tier] / bound if bound else 1.0
+            goals.append(
+                {
+                    "goal": f"{row['topology']}: tier {tier} within {TIER_GOAL}x its own bound",
+                    "ok": ratio <= TIER_GOAL,
+                    "value": f"{ratio:.3f}x",
+                }
+            )
     if overhead is not None:
         worst = max(overhead[mode]["overhead_ms_per_task"] for mode in overhead["modes"])
         goals.append(
@@ -446,7 +468,32 @@ def _print(
     rows: list[dict], overhead: dict | None, goals: list[dict], wall: float, max_parallel: int
 ) -> None:
     console = Console(highlight=False, soft_wrap=True)
-    title = f"Restart makespan in simulated time after {DC}'s power returns (max {max_parallel})"
+    console.width = max(console.width, 100)  # the tier table is wider than a pipe's 80
+    title = (f"Tier T complete (every service of tier <= T restarted), simulated s after "
+             f"{DC}'s power returns, against T's own bound (max {max_parallel})")
+    table = Table(title=title)
+    columns = ("topology", "tier", "services", "bound s", "revive s", "x bound", "strict s",
+               "serial s")
+    for col in columns:
+        table.add_column(col, justify="left" if col == "topology" else "right")
+    for row in rows:
+        by = row["tier_rto_by_strategy_s"]
+        tiers = sorted(row["tier_bound_s"])
+        for i, tier in enumerate(tiers):
+            bound = row["tier_bound_s"][tier]
+            table.add_row(
+                row["topology"] if i == 0 else "",
+                str(tier),
+                str(row["tier_services"][tier]),
+                f"{bound:,.0f}",
+                f"{row['tier_rto_s'][tier]:,.0f}",
+                f"{row['tier_rto_s'][tier] / bound if bound else 1.0:.2f}",
+                f"{by['strict priority'][tier]:,.0f}",
+                f"{by['serial'][tier]:,.0f}",
+                end_section=i == len(tiers) - 1,
+            )
+    console.print(table)
+    title = f"For information: whole-plan makespan (max {max_parallel})"
     table = Table(title=title)
     for col in ("topology", "strategy", "makespan s", "x lower bound", "x revive"):
         table.add_column(col, justify="left" if col in ("topology", "strategy") else "right")

@@ -26,6 +26,7 @@ from revive.drill.recorder import Recorder
 from revive.drill.report import (
     DrillReport,
     FindingRow,
+    GraphStep,
     RampPoint,
     StepResult,
     TierResult,
@@ -144,6 +145,10 @@ def _steps(sim: Simulator, run_id: str) -> list[StepResult]:
     return rows
 
 
+def _since(t: float | None, recorder: Recorder) -> float | None:
+    return None if t is None else round(t - (recorder.fault_at or 0.0), 3)
+
+
 def _critical_steps(topology: Topology, recorder: Recorder,
                     steps: list[StepResult]) -> dict[int, str]:
     """Per tier, what it waited for last: the latest step on one of its services, or its
@@ -204,6 +209,9 @@ def _report(
         restarted=by_action.get("restart", []), patched=by_action.get("patch", []),
         failed=[s.target for s in steps if s.state == "failed"],
         steps=steps,
+        graph=[GraphStep(**{**row, "start_s": _since(row["start_s"], recorder),
+                            "end_s": _since(row["end_s"], recorder)})
+               for row in result.get("graph", [])],
         ramp=[RampPoint(t=p.t, share=p.share, db_util=min(p.db_util, 10.0),
                         hit_ratio=p.hit_ratio, error_rate=p.error_rate)
               for p in recorder.points],

@@ -1,35 +1,40 @@
-"""Runbook: fail a lost DC over into the surviving ones, the whole way.
+"""Runbook: fail a lost DC over into the surviving ones, the whole way, as one graph.
 
-The readiness findings are inputs, never blockers. Then, in order: switch features off;
-in every target DC, emergency-deploy the components that lived only in the lost DC,
-provision emergency capacity and restart what is down and the callers that cached the lost
-DC's IPs; pass the approval gate; and move the lost DC's users into the targets, each in
-proportion to what it already carried. Each part is its own runbook too.
+The readiness findings are inputs, never blockers. The runbook surveys what each target
+DC needs (emergency deployments of what lived only in the lost DC, with their images;
+emergency capacity; restarts of what is down and of callers that cached the lost DC's IPs)
+and runs it all as one recovery graph (``revive.planning.recovery``): every step starts as
+soon as its own pre-conditions hold, and each traffic class's users move out of the lost
+DC, into every target in proportion to what it already carried, as soon as that class's
+services are ready and the one approval before traffic moves is given. The verdict comes
+from the RTO of each tier. Each part is its own runbook too.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
 
-from flows.approval import approval_gate
 from flows.context import RunbookParams, RunContext, known_dc, open_run, the_lost_dc
-from flows.images import copy_images, find_images
-from flows.provision import PlanLine, run_provision
-from flows.restart_service_groups import run_restart
-from flows.warm_up_ramp import run_ramp
-from revive.errors import InputError, OpsError, PermanentOpsError
-from revive.ops.models import ActionRef, ActionState, RetryPolicy
+from flows.images import find_images
+from flows.provision import PlanLine
+from flows.recovery import GraphRun
+from flows.warm_up_ramp import TrafficMover
+from revive.errors import InputError, OpsError
+from revive.ops.models import RetryPolicy
 from revive.planning import plan_capacity, plan_failover_capacity
+from revive.planning.graph import Scheduler, Step, StepState, Timing, rehearse
+from revive.planning.recovery import Survey, recovery_graph
 from revive.planning.restart import DEFAULT_MAX_PARALLEL
 from revive.ramp import RampPolicy
 from revive.readiness import Severity, run_check
 from revive.render import render
-from revive.store.models import StepState
 from revive.topology import Topology
-from tasks.config_store import feature_flags, set_feature_flag
-from tasks.services import deploy_component, service_state
+from revive.verdict import TierRto, headline, outcome
+from tasks.services import service_state
 from tasks.traffic import traffic_class_weights
 
 
@@ -47,6 +52,8 @@ class FailoverParams(RunbookParams):
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy, description="Client retries.")
     approval_timeout_s: int = Field(1800, ge=5, le=86400, description="Production gate wait.")
     max_ramp_s: float = Field(7200.0, gt=0, le=86400, description="Longest ramp before holding.")
+    incident_started_at: datetime | None = Field(
+        None, description="When the incident began, for judging RTOs (default: the run's start).")
 
     def targets(self, topology: Topology) -> list[str]:
         """The DCs to recover into: as given, ``target_dc`` alone, or every survivor."""
@@ -65,61 +72,123 @@ class FailoverParams(RunbookParams):
 
 
 async def run_failover(ctx: RunContext, params: FailoverParams) -> dict:
+    began = datetime.now(UTC)
     targets = params.targets(ctx.topology)
     lost = params.run_dc(ctx.topology)
     into = ", ".join(targets)
     report = run_check(ctx.topology)
     errors = report.count(Severity.error)
     ctx.highlight(f"readiness: {errors} error(s), {report.count(Severity.warning)} warning(s)")
-    ramp_args = {"lost_dc": lost, "target_dcs": targets, "policy": params.policy,
-                 "retry_policy": params.retry_policy}
-    plans = await _capacity_plans(ctx, lost, targets, params.share)
+    survey = await _survey(ctx, lost, targets, params)
+    steps, pools = recovery_graph(ctx.topology, survey, max_parallel=params.max_parallel)
     if ctx.dry_run:
-        for dc in targets:
-            with ctx.acting_on(dc):
-                await run_provision(ctx, plan=plans[dc])
-                await run_restart(ctx, max_parallel=params.max_parallel)
-        await run_ramp(ctx, **ramp_args)
-        return {"planned": True, "findings": len(report.findings)}
-    await _features_off(ctx)
-    deployed: list[str] = []
-    failed: list[str] = []
-    deploy_failed: list[str] = []
-    provisioned: dict[str, dict] = {}
-    restarted: dict[str, dict] = {}
-    for dc in targets:
-        with ctx.acting_on(dc):
-            need = {line.service: max(line.need, 1) for line in plans[dc]}
-            done, not_deployed = await _emergency_deploy(ctx, lost, need, params)
-            deployed += [f"{name}@{dc}" for name in done]
-            deploy_failed += [f"{line} in {dc}" for line in not_deployed]
-            provisioned[dc] = await run_provision(ctx, plan=plans[dc])
-            to_restart = await _needs_restart(ctx)
-            restarted[dc] = await run_restart(ctx, services=to_restart,
-                                              max_parallel=params.max_parallel)
-            failed += not_deployed + list(restarted[dc]["failed"]) + provisioned[dc]["failed"]
-    await approval_gate(ctx, "traffic", f"move {lost}'s traffic into {into}?",
-                        params.approval_timeout_s)
-    ramp = await run_ramp(ctx, **ramp_args, max_duration_s=params.max_ramp_s)
-    if ramp["result"] == "full" and not failed:
-        ctx.outcome = "recovered"
-    elif ramp["share"] >= 1.0:
-        ctx.outcome = "degraded"
-    else:
-        ctx.outcome = "failed"
+        timings = rehearse(steps, pools)
+        await acreate_markdown_artifact(
+            markdown=render("failover/graph.md.j2", steps=steps, timings=timings, lost=lost,
+                            targets=targets),
+            key="failover-graph", description=f"Recovery graph of {lost} into {into} (dry run)")
+        return {"planned": True, "findings": len(report.findings),
+                "steps": [_step_row(s, timings) for s in steps]}
+    ctx.plan_steps(len(steps))
+    mover = TrafficMover(ctx, lost_dc=lost, target_dcs=targets, policy=params.policy,
+                         retry_policy=params.retry_policy)
+    graph = GraphRun(ctx, Scheduler(steps, pools), survey, mover,
+                     approval_question=f"move {lost}'s traffic into {into}?",
+                     approval_timeout_s=params.approval_timeout_s,
+                     max_ramp_s=params.max_ramp_s)
+    started = await ctx.tools.clock.now()
+    await graph.run()
+    for key, why in graph.failed().items():
+        if ctx.run.step_state(key)[0] is None:  # never started: blocked by a failure
+            await ctx.settle(key, ok=False, detail={"error": f"blocked: {why}"})
+    ramp = await mover.summary(graph.now)
+    offset = 0.0
+    if params.incident_started_at is not None:
+        incident = params.incident_started_at
+        incident = incident if incident.tzinfo else incident.replace(tzinfo=UTC)
+        offset = max(0.0, (began - incident).total_seconds())
+    tiers = _tier_rtos(ctx, graph, started, offset)
+    failed = [f"{k}: {why}" for k, why in graph.failed().items()]
+    ctx.outcome = outcome(tiers, failed_steps=len(failed),
+                          serving=ramp["share"] > 0 or not mover.to_move)
+    done = graph.scheduler.of(StepState.done)
     summary = {
         "run_id": ctx.run.run_id, "outcome": ctx.outcome, "lost_dc": lost, "target_dcs": targets,
+        "headline": headline(tiers, ctx.outcome, failed_steps=len(failed)),
         "findings": [f.model_dump(mode="json") for f in report.findings],
-        "deployed": deployed, "deploy_failed": deploy_failed,
-        "provisioned": provisioned, "restarted": restarted,
+        "deployed": [k.removeprefix("deploy:") for k in done if k.startswith("deploy:")],
+        "provisioned": [k.removeprefix("provision:") + (f" ({graph.notes[k]})"
+                        if k in graph.notes else "") for k in done if k.startswith("provision:")],
+        "restarted": [k.removeprefix("restart:") for k in done if k.startswith("restart:")],
+        "failed": failed,
+        "rto_s": {f"tier{t.tier}": t.rto_s for t in tiers},
         "ramp": {k: v for k, v in ramp.items() if k not in ("samples", "changes")},
         "final_weights": ramp.get("weights", {}),
+        "graph": [_step_row(s, {k: Timing(start_s=graph.started_at[k],
+                                          end_s=graph.ended_at.get(k, graph.now))
+                                for k in graph.started_at})
+                  for s in graph.scheduler.steps.values()],
     }
+    ctx.highlight(summary["headline"])
     await acreate_markdown_artifact(
         markdown=render("failover/summary.md.j2", **summary), key="failover-report",
         description=f"Failover of {lost} into {into}",
     )
     return summary
+
+
+async def _survey(ctx: RunContext, lost: str, targets: list[str],
+                  params: FailoverParams) -> Survey:
+    """What each target needs, read from the tools (reads only: a dry run does this too)."""
+    plans = await _capacity_plans(ctx, lost, targets, params.share)
+    survey = Survey(lost=lost, targets=targets, version=params.artifact_version)
+    for dc in targets:
+        with ctx.acting_on(dc):
+            need = {line.service: max(line.need, 1) for line in plans[dc]}
+            missing = await _missing(ctx, lost)
+            survey.deploys[dc] = {name: need.get(name, 1) for name in missing}
+            todo = [n for n in missing if not ctx.is_done(f"deploy:{n}@{dc}")]
+            sources, _ = await find_images(ctx, todo, params.artifact_version, None)
+            survey.copies[dc] = sources
+            survey.provisions[dc] = {
+                line.service: line.add for line in plans[dc]
+                if line.add > 0 and ctx.topology.service(line.service).runs_in(dc)}
+            survey.restarts[dc] = await _needs_restart(ctx)
+    weights = await _class_weights(ctx)
+    survey.classes = [c for c in ctx.topology.traffic_classes
+                      if weights.get(c, {}).get(lost, 0.0) > 0]
+    return survey
+
+
+def _step_row(step: Step, timings: dict[str, Timing]) -> dict:
+    t = timings.get(step.key)
+    return {"key": step.key, "action": step.action, "target": step.target,
+            "after": [*step.after, *step.after_end],
+            "start_s": t.start_s if t else None, "end_s": t.end_s if t else None}
+
+
+def _tier_rtos(ctx: RunContext, graph: GraphRun, started: float,
+               offset: float) -> list[TierRto]:
+    """Each tier back when the last step on its services and its classes' ramps ended
+    (not back if one of them failed), counted from the incident's start (``offset``
+    seconds before this run began)."""
+    topology = ctx.topology
+    out = []
+    for tier in sorted({s.tier for s in topology.services}):
+        names = {s.name for s in topology.services if s.tier == tier}
+        classes = {s.traffic_class_name for s in topology.services
+                   if s.tier == tier and s.traffic_class_name}
+        keys = [k for k, step in graph.scheduler.steps.items()
+                if step.target.split("@")[0] in names
+                or (step.action == "ramp" and step.target in classes)]
+        bad = any(graph.scheduler.state[k] != StepState.done for k in keys)
+        ramps_left = any(c in graph.mover.to_move and not (
+            c in graph.mover.ramps and graph.mover.ramps[c].complete) for c in classes)
+        end = max((graph.ended_at.get(k, started) for k in keys), default=started)
+        rto = None if bad or ramps_left else end - started + offset
+        out.append(TierRto(tier=tier, rto_s=rto,
+                           target_s=topology.tier_policy[tier].rto_target_s))
+    return out
 
 
 async def _capacity_plans(
@@ -130,32 +199,14 @@ async def _capacity_plans(
     A failover into only some survivors sizes each target as the single-DC plan does."""
     if sorted(targets) != sorted(dc for dc in ctx.topology.dc_names if dc != lost):
         return {dc: plan_capacity(ctx.topology, dc, share=share).services for dc in targets}
-    try:
-        weights = await traffic_class_weights(ctx.tools.traffic)
-    except OpsError as exc:
-        await ctx.note_once("traffic-unreadable", f"traffic weights unreadable ({exc}): "
-                            "sizing survivors for the topology's default split")
-        weights = None
+    weights = await _class_weights(ctx)
     plan = plan_failover_capacity(ctx.topology, lost, weights=weights, share=share)
     return {s.dc: list(s.services) for s in plan.survivors}
 
 
-async def _features_off(ctx: RunContext) -> None:
-    """Emergency mode: every feature off; the ramp brings them back in priority order."""
-    flags = await feature_flags(ctx.tools.config)
-    on = sorted(k for k, v in flags.items() if v)
-    for svc, feature in on:
-        await ctx.instant(f"feature-off:{svc}/{feature}", "config",
-                          lambda s=svc, f=feature: set_feature_flag(ctx.tools.config, s, f, False))
-    if on:
-        ctx.highlight(f"switched {len(on)} features off until traffic is back")
-
-
-async def _emergency_deploy(
-    ctx: RunContext, lost: str, need: dict[str, int], params: FailoverParams
-) -> tuple[list[str], list[str]]:
-    """Deploy into the target DC what ran only in the lost DC (copying images if needed);
-    ``need`` is the instances each service needs there."""
+async def _missing(ctx: RunContext, lost: str) -> list[str]:
+    """Services that ran in the lost DC but do not exist in the target (or whose emergency
+    deployment this run started already)."""
     dc = ctx.target_dc
     missing = []
     for svc in ctx.topology.services:
@@ -163,40 +214,16 @@ async def _emergency_deploy(
             state = await service_state(ctx.tools.services, svc.name, dc)
             if not state.exists or ctx.run.step_state(f"deploy:{svc.name}@{dc}")[0]:
                 missing.append(svc.name)
-    ctx.plan_steps(len(missing))
-    started: dict[str, ActionRef] = {}
-    failed: list[str] = []
-    version = params.artifact_version
-    todo = [n for n in missing if not ctx.is_done(f"deploy:{n}@{dc}")]
-    sources, nowhere = await find_images(ctx, todo, version, None)
-    _, copy_failed = await copy_images(ctx, sources, version)
-    unavailable = {**nowhere, **copy_failed}
-    for name in missing:
-        key = f"deploy:{name}@{dc}"
-        try:
-            if name in unavailable:
-                raise PermanentOpsError(f"no image {name}:{version} for {dc}: "
-                                        f"{unavailable[name]}", tool="registry", target=name)
-            ref = await ctx.start(key, "deploy", lambda rid, n=name: deploy_component(
-                ctx.tools.services, n, dc, need.get(n, 1), version, rid))
-        except OpsError as exc:
-            failed.append(f"{name}: {exc}")
-            if ctx.run.step_state(key)[0] != StepState.FAILED:
-                await ctx.settle(key, ok=False, detail={"error": str(exc)})
-            continue
-        if ref is not None:
-            started[key] = ref
-    deployed = []
-    statuses = await ctx.settle_all(started, note=lambda key: f"emergency {key}")
-    for key, status in statuses.items():
-        name = key.removeprefix("deploy:").removesuffix(f"@{dc}")
-        if status.state == ActionState.done:
-            deployed.append(name)
-        else:
-            failed.append(f"{name}: {status.error}")
-    if deployed:
-        ctx.highlight(f"emergency-deployed {', '.join(deployed)} in {dc}")
-    return deployed, failed
+    return missing
+
+
+async def _class_weights(ctx: RunContext) -> dict[str, dict[str, float]] | None:
+    try:
+        return await traffic_class_weights(ctx.tools.traffic)
+    except OpsError as exc:
+        await ctx.note_once("traffic-unreadable", f"traffic weights unreadable ({exc}): "
+                            "sizing survivors for the topology's default split")
+        return None
 
 
 async def _needs_restart(ctx: RunContext) -> list[str]:

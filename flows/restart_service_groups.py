@@ -1,8 +1,11 @@
 """Runbook: restart service groups in priority order, health-gated, under a cap.
 
-Order comes from the restart plan (hard dependencies first, then tier). At most
-``max_parallel`` restarts are in flight; each is gated on health before its dependents
-start; a failed service blocks only its dependents while independent branches go on.
+The steps are the restart plan's (``restart_steps``: hard dependencies first, then
+effective tier) and the one scheduler, ``revive.planning.graph.Scheduler``, decides what
+starts: at most ``max_parallel`` restarts are in flight; each is gated on health before its
+dependents may start; a failed service blocks only its dependents (recorded as failed
+steps, ``blocked: waits on ...``) while independent branches go on. A resumed run skips the
+steps it finished before. This loop only starts, waits and reports; it decides no order.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from flows.context import RunbookParams, RunContext, open_run
 from revive.errors import PermanentOpsError
 from revive.ops.models import ActionRef, ActionState
 from revive.planning import plan_restart
-from revive.planning.restart import DEFAULT_MAX_PARALLEL
+from revive.planning.graph import Scheduler, StepState
+from revive.planning.restart import DEFAULT_MAX_PARALLEL, restart_steps, service_of
 from revive.render import render
 from tasks.clock import action_status, wait
 from tasks.services import health_view, restart_service, service_state
@@ -41,71 +45,74 @@ async def run_restart(
 ) -> dict:
     """Restart in plan order; returns what came up, what failed and what was blocked."""
     dc = ctx.target_dc
-    plan = plan_restart(ctx.topology, dc, groups=groups, max_parallel=max_parallel)
-    order = [s.service for s in plan.steps if services is None or s.service in services]
     if ctx.dry_run:
+        plan = plan_restart(ctx.topology, dc, groups=groups, max_parallel=max_parallel)
+        order = [s.service for s in plan.steps if services is None or s.service in services]
         text = render("restart/plan.md.j2", plan=plan, order=order)
         await acreate_markdown_artifact(markdown=text, key="restart-plan",
                                         description=f"Restart plan for {dc} (dry run)")
         ctx.log("dry run: would restart %d services in %s", len(order), dc)
         return {"planned": order}
-    chosen = set(order)
-    deps = {
-        name: [d for d in ctx.topology.service(name).hard_dependencies if d in chosen]
-        for name in order
-    }
-    ctx.plan_steps(len(order))
+    steps, pools = restart_steps(ctx.topology, dc, services, groups=groups,
+                                 max_parallel=max_parallel)
+    scheduler = Scheduler(steps, pools)
+    ctx.plan_steps(len(steps))
     up: list[str] = []
     failed: dict[str, str] = {}
     blocked: dict[str, str] = {}
     in_flight: dict[str, ActionRef] = {}
-    pending = list(order)
-    while pending or in_flight:
-        for name in list(pending):
-            if len(in_flight) >= max_parallel:
-                break
-            bad = [d for d in deps[name] if d in failed or d in blocked]
-            if bad:
-                pending.remove(name)
-                blocked[name] = f"waits on {', '.join(bad)}"
-                await ctx.settle(f"restart:{name}@{dc}", ok=False,
-                                 detail={"error": f"blocked: {blocked[name]}"})
+
+    async def ended(key: str, *, ok: bool, why: str = "") -> None:
+        """Tell the scheduler; record the dependents a failure blocked, as failed steps."""
+        if ok:
+            up.append(service_of(scheduler.steps[key]))
+        else:
+            failed[service_of(scheduler.steps[key])] = why
+        for k in scheduler.finish(key, ok=ok, why=why):
+            step = scheduler.steps[k]
+            bad = [service_of(scheduler.steps[d]) for d in step.after
+                   if scheduler.state[d] in (StepState.failed, StepState.blocked)]
+            name = service_of(step)
+            blocked[name] = f"waits on {', '.join(bad)}"
+            await ctx.settle(k, ok=False, detail={"error": f"blocked: {blocked[name]}"})
+
+    while not scheduler.finished:
+        handled = 0
+        for step in scheduler.ready():
+            handled += 1
+            name = service_of(step)
+            if ctx.is_done(step.key):  # a resumed run finished it on an earlier attempt
+                scheduler.skip(step.key)
+                up.append(name)
                 continue
-            if any(d not in up for d in deps[name]):
-                continue
-            pending.remove(name)
-            key = f"restart:{name}@{dc}"
+            scheduler.start(step.key)
             try:
-                ref = await ctx.start(key, "restart", lambda rid, n=name: restart_service(
+                ref = await ctx.start(step.key, "restart", lambda rid, n=name: restart_service(
                     ctx.tools.services, n, dc, rid))
-            except PermanentOpsError as exc:
-                failed[name] = str(exc)
+            except PermanentOpsError as exc:  # ctx.start recorded the failed step
+                await ended(step.key, ok=False, why=str(exc))
                 continue
             if ref is None:
-                up.append(name)  # done on an earlier attempt of this run
+                await ended(step.key, ok=True)
             else:
-                in_flight[name] = ref
+                in_flight[step.key] = ref
         if not in_flight:
-            if pending and not any(
-                all(d in up for d in deps[n]) for n in pending
-            ):  # nothing can start: everything left waits on something that never came up
-                for name in pending:
-                    blocked[name] = "dependencies did not come up"
-                break
-            continue
+            if handled:
+                continue  # skipped, or failed at once: what they released may start now
+            # Cannot happen on the plan's DAG; never spin if it somehow does.
+            for key in scheduler.of(StepState.pending):
+                blocked[service_of(scheduler.steps[key])] = "dependencies did not come up"
+            break
         await wait(ctx.tools.clock, actions=list(in_flight.values()), any_action=True)
-        for name, ref in list(in_flight.items()):
+        for key, ref in list(in_flight.items()):
             status = await action_status(ctx.tools.clock, ref)
             if not status.finished:
                 continue
-            del in_flight[name]
-            key = f"restart:{name}@{dc}"
-            healthy, why = await _health_gate(ctx, name, status.state, status.error)
+            del in_flight[key]
+            healthy, why = await health_gate(ctx, service_of(scheduler.steps[key]),
+                                             status.state, status.error)
             await ctx.settle(key, ok=healthy, detail={"action_id": ref.id, "error": why})
-            if healthy:
-                up.append(name)
-            else:
-                failed[name] = why or "unhealthy"
+            await ended(key, ok=healthy, why=why or "unhealthy")
         await ctx.tick()
     summary = {"up": up, "failed": failed, "blocked": blocked}
     ctx.highlight(f"restarted {len(up)} in {dc}; {len(failed)} failed; {len(blocked)} blocked")
@@ -120,7 +127,7 @@ HEALTH_CHECKS = 3
 HEALTH_GRACE_S = 10.0
 
 
-async def _health_gate(
+async def health_gate(
     ctx: RunContext, name: str, state: ActionState, error: str | None
 ) -> tuple[bool, str | None]:
     """Healthy per the health checker, asked again after a grace period while it still

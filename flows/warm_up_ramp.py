@@ -47,9 +47,10 @@ class RampParams(RunbookParams):
 class TrafficMover:
     """The lost DC's users, class by class, moving into the targets under the controller.
 
-    ``prepare`` pushes the retry policy and reads where users are; ``activate`` starts a
-    class's ramp (its baseline error rate measured then); each ``step`` is one scrape round
-    and its moves. A class with no users in the lost DC needs no ramp.
+    ``push_retry_policy`` and ``features_off`` come first; ``activate`` starts a class's
+    ramp (the first one reads where every class's users are and which features are off; a
+    class's baseline error rate is measured when it starts); each ``step`` is one scrape
+    round and its moves. A class with no users in the lost DC needs no ramp.
     """
 
     def __init__(self, ctx: RunContext, *, lost_dc: str, target_dcs: list[str],
@@ -64,14 +65,35 @@ class TrafficMover:
         self.last_progress: float | None = None
         self.started_at: float | None = None
         self.result = "timeout"
+        self._prepared = False
 
-    async def prepare(self) -> None:
+    async def push_retry_policy(self) -> None:
+        """Clients retry within a budget before any user moves (no self-inflicted DDoS)."""
         tools = self.ctx.tools
         await self.ctx.instant("ramp:retry-policy", "config", lambda: push_retry_policy(
             tools.config, self.retry_policy),
             note=f"client retry policy: {self.retry_policy.model_dump()}")
+
+    async def features_off(self) -> None:
+        """Emergency mode: every feature off; they come back once every class is in."""
+        ctx = self.ctx
+        flags = await feature_flags(ctx.tools.config)
+        on = sorted(k for k, v in flags.items() if v)
+        for svc, feature in on:
+            await ctx.instant(f"feature-off:{svc}/{feature}", "config",
+                              lambda s=svc, f=feature: set_feature_flag(
+                                  ctx.tools.config, s, f, False))
+        if on:
+            ctx.highlight(f"switched {len(on)} features off until traffic is back")
+
+    async def prepare(self) -> None:
+        """Where every class's users are now, and which features are off to come back."""
+        if self._prepared:
+            return
+        tools = self.ctx.tools
         self.before = await traffic_class_weights(tools.traffic)
         self.features = _features_off(self.ctx, await feature_flags(tools.config))
+        self._prepared = True
 
     @property
     def to_move(self) -> list[str]:
@@ -81,6 +103,7 @@ class TrafficMover:
 
     async def activate(self, classes: list[str], now: float) -> None:
         """Start the ramps of ``classes``; their baselines come from one scrape now."""
+        await self.prepare()
         new = [c for c in classes if c in self.to_move and c not in self.ramps]
         if not new:
             return
@@ -117,10 +140,13 @@ class TrafficMover:
             for lane in ramp.lanes:
                 lane.samples.append(samples[ramp.name, lane.dc])
         all_started = all(c in self.ramps for c in self.to_move)
+        known = ctx.topology.traffic_classes
         decided = next_round(active, policy=self.policy, now=now, last_change=self.last_change,
                              last_progress=self.last_progress, dc_load=self.dc_load(),
                              dc_changes=self.dc_changes,
-                             features_off=self.features if all_started else ())
+                             features_off=self.features if all_started else (),
+                             not_started=[known[c].priority for c in self.to_move
+                                          if c not in self.ramps])
         if decided.stalled is not None:
             await ctx.warn("ramp", f"STALLED: {decided.stalled}")
             self.result = "stalled"
@@ -212,6 +238,7 @@ async def run_ramp(
         return {"planned": True}
     mover = TrafficMover(ctx, lost_dc=lost_dc, target_dcs=target_dcs, policy=policy,
                          retry_policy=retry_policy)
+    await mover.push_retry_policy()
     await mover.prepare()
     start = now = await ctx.tools.clock.wait(for_s=scrape_interval_s)
     await mover.activate(mover.to_move, now)

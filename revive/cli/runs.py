@@ -107,8 +107,13 @@ def run(
     resume: Annotated[
         str | None, typer.Option("--resume", help="Continue this run, skipping done steps.")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (dry runs).")] = False,
 ) -> None:
-    """Run a runbook now, in this process, with live progress."""
+    """Run a runbook now, in this process, with live progress.
+
+    ``failover --dry-run`` changes nothing anywhere: it rehearses the recovery graph in
+    virtual time on the simulator of the same topology and prints each step, what it waits
+    for, its predicted start and end, and the predicted RTO of each tier."""
     quiet_prefect()
     with user_errors():
         flow, params_model = _load(runbook)
@@ -127,6 +132,10 @@ def run(
     from revive.cli.live import live_progress
     from revive.runs import ActiveRunError
 
+    if dry_run and ALIASES.get(runbook, runbook) == "failover":
+        with user_errors():
+            _rehearse_failover(params, as_json)
+        return
     try:
         with live_progress(runbook):
             result = asyncio.run(flow(params))
@@ -139,8 +148,52 @@ def run(
     outcome = (result or {}).get("outcome") if isinstance(result, dict) else None
     out.print(f"{runbook}: {outcome or 'done'}" + (
         f" (run {result['run_id']})" if isinstance(result, dict) and "run_id" in result else ""))
-    if outcome in ("failed", "aborted"):
+    if isinstance(result, dict) and result.get("headline"):
+        out.print(result["headline"], markup=False)
+    if outcome in ("failed", "aborted", "late", "degraded"):
         raise typer.Exit(1)
+
+
+def _rehearse_failover(params: Any, as_json: bool) -> None:
+    """The failover's graph, rehearsed on the simulator of the same topology."""
+    import tempfile
+
+    from flows.drill import DrillParams
+    from flows.drill import drill as drill_flow
+    from revive.cli.live import live_progress
+
+    topology = load(params.topology)
+    lost = params.run_dc(topology)
+    with tempfile.TemporaryDirectory() as tmp, live_progress("rehearsal"):
+        report = asyncio.run(drill_flow(DrillParams(
+            scenario="dc-fire", topology=params.topology, lost_dc=lost, out=tmp,
+            triggered_by=params.triggered_by, trigger="cli")))
+    steps = [{k: row[k] for k in ("key", "action", "target", "after", "start_s", "end_s")}
+             for row in report["graph"]]
+    if as_json:
+        typer.echo(json.dumps({"steps": steps, "predicted_rto_s": report["rto_seconds"]},
+                              indent=2))
+        return
+    table = Table(title=f"recovery graph: {lost} into {', '.join(report['target_dcs'])} "
+                        "(rehearsed on the simulator, nothing changed)", box=box.SIMPLE_HEAD)
+    for col in ("start", "end", "step", "waits for"):
+        table.add_column(col)
+    for row in sorted(steps, key=lambda r: (r["start_s"] is None, r["start_s"] or 0, r["key"])):
+        table.add_row(_mmss(row["start_s"]), _mmss(row["end_s"]), row["key"],
+                      ", ".join(row["after"]) or "-")
+    out.print(table)
+    targets = report["rto_target_seconds"]
+    out.print("predicted RTO: " + ", ".join(
+        f"{tier} {_mmss(s)} (target {_mmss(targets[tier])})"
+        for tier, s in report["rto_seconds"].items()), markup=False)
+    out.print(f"predicted outcome: {report['outcome']}", markup=False)
+
+
+def _mmss(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
 
 def _validation_message(exc: ValidationError) -> str:

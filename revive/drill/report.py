@@ -79,6 +79,18 @@ class RampPoint(_Model):
     error_rate: float
 
 
+class GraphStep(_Model):
+    """One step of the failover's recovery graph: what it waited for, when it ran
+    (seconds after the fault; ``None`` if it never started)."""
+
+    key: str
+    action: str
+    target: str
+    after: list[str]
+    start_s: float | None
+    end_s: float | None
+
+
 class FindingRow(_Model):
     """A readiness finding as it stood when the drill ran."""
 
@@ -114,6 +126,7 @@ class DrillReport(_Model):
     patched: list[str]
     failed: list[str]
     steps: list[StepResult]
+    graph: list[GraphStep] = []
     ramp: list[RampPoint]
     findings: list[FindingRow]
     notes: list[str] = []

@@ -110,6 +110,7 @@ def next_round(
     dc_load: Mapping[str, float],
     dc_changes: Mapping[str, Sequence[Change]],
     features_off: Sequence[FeatureCandidate] = (),
+    not_started: Sequence[int] = (),
 ) -> Round:
     """Decide every class's next move from the scrapes already appended to its lanes.
 
@@ -117,7 +118,9 @@ def next_round(
     loads the shared database, so every class waits for it to settle); ``last_progress``
     when any class last advanced; ``dc_load`` each DC's share of the estate's load now
     (every class's weight there, weighted by its load share) and ``dc_changes`` how that
-    load moved, round by round."""
+    load moved, round by round. ``not_started`` are the priorities of classes still to move
+    whose ramps have not started (their services are not ready yet): the headroom is kept
+    for them, so no less important class may advance meanwhile."""
     order = sorted(ramps, key=lambda r: (r.priority, r.name))
     victims = _victims(order, policy)
     reserved: dict[str, float] = defaultdict(float)
@@ -125,6 +128,9 @@ def next_round(
     reasons: dict[str, str] = {}
     for ramp in order:
         if ramp.complete and ramp.name not in victims.values():
+            continue
+        if any(p < ramp.priority for p in not_started) and ramp.name not in victims.values():
+            reasons[ramp.name] = "waiting for more important traffic to start moving"
             continue
         decisions = [
             _judge(ramp, lane, victims, policy=policy, now=now, last_change=last_change,

@@ -80,6 +80,7 @@ class Job:
 
 #: How an outcome is flagged; anything not listed (recovered, patched, succeeded...) is good.
 _ICONS = {str(RunOutcome.RUNNING): ":hourglass:", "degraded": ":warning:",
+          "late": ":snail:",
           **dict.fromkeys(("failed", "aborted", "error", "not approved", "rolled back"), ":x:")}
 
 
@@ -91,4 +92,8 @@ def run_outcome_text(job: Job, result: Any) -> tuple[str, str]:
     icon = _ICONS.get(outcome, ":white_check_mark:")
     tail = f" (run `{run_id}`)" if run_id else ""
     name = job.name if job.kind == "run" else f"{getattr(job.params, 'scenario', '')} drill"
-    return f"{icon} *{slack_escape(name)}*: {slack_escape(outcome)}{tail}", outcome
+    text = f"{icon} *{slack_escape(name)}*: {slack_escape(outcome)}{tail}"
+    said = result.get("headline") if isinstance(result, dict) else None
+    if said:
+        text += f"\n{slack_escape(str(said))}"
+    return text, outcome

@@ -74,6 +74,69 @@ def test_no_strategy_beats_the_lower_bound(result: dict) -> None:
         assert result["strategies"][strategy]["makespan_s"] >= bound - 1e-6, strategy
 
 
+def _bound_by_hand(result: dict[str, Any], tier: int) -> float:
+    """Tier ``tier``'s own bound from the instance alone: the services of tier <= T and
+    all they hard-depend on; the longest chain among them, or their work over the cap."""
+    closure: set[str] = set()
+    todo = [n for n, t in result["tier"].items() if t <= tier]
+    while todo:
+        name = todo.pop()
+        if name not in closure:
+            closure.add(name)
+            todo += result["deps"][name]
+    chain: dict[str, float] = {}
+    for name in result["order"]:  # plan order starts every service after its dependencies
+        if name in closure:
+            before = [chain[d] for d in result["deps"][name]]
+            chain[name] = result["durations"][name] + max(before, default=0.0)
+    work = sum(result["durations"][n] for n in closure)
+    return max(max(chain.values()), work / CAP)
+
+
+def test_each_tier_has_its_own_bound_and_no_strategy_beats_it(result: dict) -> None:
+    tiers = sorted(set(result["tier"].values()))
+    assert sorted(result["tier_bound_s"]) == tiers and len(tiers) > 1
+    for t in tiers:
+        assert result["tier_bound_s"][t] == pytest.approx(_bound_by_hand(result, t))
+    assert result["tier_bound_s"][tiers[-1]] == pytest.approx(result["lower_bound_s"])
+    for strategy in EXECUTED:
+        rto = result["strategies"][strategy]["tier_rto_s"]
+        schedule = result["strategies"][strategy]["schedule"]
+        for t in tiers:
+            # tier T is complete when the last service of tier <= T has ended
+            last = max(end for n, (_, end) in schedule.items() if result["tier"][n] <= t)
+            assert rto[t] == pytest.approx(last)
+            assert rto[t] >= result["tier_bound_s"][t] - 1e-6, (strategy, t)
+        assert [rto[t] for t in tiers] == sorted(rto[t] for t in tiers)
+
+
+def test_tier_0_completes_no_later_than_under_strict_priority_groups(
+    bench: ModuleType, result: dict
+) -> None:
+    example = bench.compare(load(REPO / "runbooks" / "topology.yaml"), "dc1", CAP)
+    for r in (result, example):
+        revive = r["strategies"]["revive"]["tier_rto_s"]
+        strict = r["strategies"]["strict priority"]["tier_rto_s"]
+        assert revive[0] <= strict[0]
+    # In the example, messaging-app (tier 0) needs link-preview (tier 2): SRM's groups hold
+    # tier 0 back until group 2 is done; the effective tier restarts them with tier 0.
+    revive = example["strategies"]["revive"]["tier_rto_s"]
+    strict = example["strategies"]["strict priority"]["tier_rto_s"]
+    assert revive[0] < strict[0]
+
+
+def test_revive_runs_the_plans_steps_in_effective_tier_order(bench: ModuleType) -> None:
+    # With the cap at 1, the scheduler starts one restart at a time in priority order: the
+    # tier-2 link-preview comes with tier 0, before every service of effective tier 1.
+    topology = load(REPO / "runbooks" / "topology.yaml")
+    result = bench.compare(topology, "dc1", 1, jitter=0.0)
+    schedule = result["strategies"]["revive"]["schedule"]
+    effective = plan_restart(topology, "dc1").effective_tier
+    ones = [n for n in schedule if effective(n) == 1]
+    assert effective("link-preview") == 0
+    assert schedule["link-preview"][1] <= min(schedule[n][0] for n in ones)
+
+
 def test_serial_takes_the_sum_of_the_durations(result: dict) -> None:
     serial = result["strategies"]["serial"]
     assert serial["makespan_s"] == pytest.approx(sum(result["durations"].values()))
@@ -137,15 +200,29 @@ def test_main_prints_the_table_and_json(bench: ModuleType, capsys: pytest.Captur
     out = capsys.readouterr().out
     for text in ("example", "generated 40", "strict priority", "serial", "lower bound"):
         assert text in out
-    assert "x lower bound" in out and "x revive" in out
-    assert "revive within 1.05x lower bound (" in out
-    assert "revive faster than strict priority groups (" in out
+    assert "x bound" in out and "bound s" in out and "revive s" in out
+    assert "x lower bound" in out and "x revive" in out  # the makespan, for information
+    assert "example: tier 0 within 1.3x its own bound (" in out
+    assert "generated 40: tier 0 within 1.3x its own bound (" in out
+    assert "faster than strict priority" not in out and "1.05x" not in out
     assert "Prefect overhead" not in out
 
     assert bench.main(["--sizes", "40", "--no-prefect", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [t["topology"] for t in report["topologies"]] == ["example", "generated 40"]
     assert report["prefect"] is None
+    goals = []
     for row in report["topologies"]:
         assert set(row["makespan_s"]) == set(bench.STRATEGIES)
-    assert len(report["goals"]) == 4
+        assert set(row["tier_rto_by_strategy_s"]) == set(EXECUTED)
+        assert set(row["tier_rto_s"]) == set(row["tier_bound_s"]) == set(row["tier_services"])
+        assert row["tier_rto_s"] == row["tier_rto_by_strategy_s"]["revive"]
+        for tier, bound in row["tier_bound_s"].items():
+            rto = row["tier_rto_s"][tier]
+            assert rto >= bound - 1e-6
+            goals.append({
+                "goal": f"{row['topology']}: tier {tier} within 1.3x its own bound",
+                "ok": rto <= 1.3 * bound,
+                "value": f"{rto / bound:.3f}x",
+            })
+    assert report["goals"] == goals
