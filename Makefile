@@ -36,6 +36,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/plan.py
+	$(BIN)/python bench/priority.py
 	$(BIN)/python bench/ramp.py
 	$(BIN)/python bench/restart.py
 	$(BIN)/python bench/slack_ack.py

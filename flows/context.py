@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from prefect import get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
@@ -52,10 +52,22 @@ class RunbookParams(BaseModel):
     trigger: TriggerSource = Field(TriggerSource.UI, description="What started the run.")
     resume: str | None = Field(None, description="Continue this run id, skipping done steps.")
 
+    needs_database: ClassVar[bool] = False
+    """The runbook moves traffic gated on the database: an estate without one is invalid."""
+
     def run_dc(self, topology: Topology) -> str:
         """The DC this run is for (one active run per runbook and DC), checked against the
         topology; a runbook acting on other DCs than ``target_dc`` overrides this."""
         return known_dc(topology, "target_dc", self.target_dc)
+
+
+def checked(params: RunbookParams, runbook: str) -> tuple[Topology, str]:
+    """The topology and the DC the run is for, after every rule a run's parameters must
+    pass before anything starts; the CLI, Slack and the flow itself all apply this one."""
+    topology = load(params.topology)
+    if params.needs_database:
+        require_databases(topology, f"the {runbook} runbook", params.topology)
+    return topology, params.run_dc(topology)
 
 
 def known_dc(topology: Topology, key: str, dc: str | None) -> str:
@@ -258,16 +270,9 @@ async def open_run(
     *,
     tools: Toolbox | None = None,
     chat: ChatSink | None = None,
-    needs_database: bool = False,
 ) -> AsyncIterator[RunContext]:
-    """Open the run, yield its context, and record how it ended whatever happens.
-
-    ``needs_database``: the runbook moves traffic gated on the database, so an estate that
-    declares none is invalid input, refused before anything is recorded or changed."""
-    topology = load(params.topology)
-    if needs_database:
-        require_databases(topology, f"the {runbook} runbook", params.topology)
-    run_dc = params.run_dc(topology)
+    """Open the run, yield its context, and record how it ended whatever happens."""
+    topology, run_dc = checked(params, runbook)
     flow_run = FlowRunContext.get()
     run = RunSession.start(
         prefect_flow_run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,

@@ -13,6 +13,7 @@ from the RTO of each tier. Each part is its own runbook too.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
@@ -52,6 +53,7 @@ class FailoverParams(RunbookParams):
     retry_policy: RetryPolicy = Field(default_factory=RetryPolicy, description="Client retries.")
     approval_timeout_s: int = Field(1800, ge=5, le=86400, description="Production gate wait.")
     max_ramp_s: float = Field(7200.0, gt=0, le=86400, description="Longest ramp before holding.")
+    needs_database: ClassVar[bool] = True
     incident_started_at: datetime | None = Field(
         None, description="When the incident began, for judging RTOs (default: the run's start).")
 
@@ -245,5 +247,5 @@ async def _needs_restart(ctx: RunContext) -> list[str]:
 @flow(name="failover", log_prints=False)
 async def failover(params: FailoverParams) -> dict:
     """Recover a lost DC's load into the target DCs: deploy, provision, restart, approve, ramp."""
-    async with open_run("failover", params, needs_database=True) as ctx:
+    async with open_run("failover", params) as ctx:
         return await run_failover(ctx, params)

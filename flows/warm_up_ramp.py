@@ -16,6 +16,8 @@ takes hundreds of them, which as task runs would only load the Prefect server.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from prefect import flow
 from prefect.artifacts import acreate_table_artifact
 from pydantic import Field
@@ -42,6 +44,7 @@ class RampParams(RunbookParams):
     max_duration_s: float = Field(
         7200.0, gt=0, le=86400, description="Give up (hold the weights) after this long."
     )
+    needs_database: ClassVar[bool] = True
 
 
 class TrafficMover:
@@ -269,7 +272,7 @@ def _features_off(ctx: RunContext, flags: dict[tuple[str, str], bool]) -> list[F
 @flow(name="warm_up_ramp", log_prints=False)
 async def warm_up_ramp(params: RampParams) -> dict:
     """Push the retry policy, then move the lost DC's users into the target DC."""
-    async with open_run("warm_up_ramp", params, needs_database=True) as ctx:
+    async with open_run("warm_up_ramp", params) as ctx:
         lost = the_lost_dc(ctx.topology, params.lost_dc, [ctx.target_dc])
         return await run_ramp(ctx, lost_dc=lost, target_dcs=[ctx.target_dc],
                               policy=params.policy, retry_policy=params.retry_policy,

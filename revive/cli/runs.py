@@ -129,6 +129,10 @@ def run(
             params = params_model(**values)
         except ValidationError as exc:
             raise InputError(_validation_message(exc)) from None
+        if hasattr(params, "run_dc"):  # the DCs and the database, as the run will judge them
+            from flows.context import checked
+
+            checked(params, ALIASES.get(runbook, runbook))
     from revive.cli.live import live_progress
     from revive.runs import ActiveRunError
 

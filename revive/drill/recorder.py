@@ -4,8 +4,9 @@ RTO of a tier: from the fault to the first simulated second at which every servi
 tier is served in full, that is, for each of them:
 
 - all of its traffic class's users are on the survivors (none left in the lost DC);
-- its healthy instances in each target DC carry the load that DC now sends it (for a
-  database or a cache: the DC's share of every class's load);
+- its healthy instances in the target DCs carry the load they now send it (for a database
+  or a cache: their share of every class's load); a DC that does not run a service sends
+  its requests to one that does, so capacity counts over the targets together;
 - its class's error rate in every target is within ``error_limit`` of what the class saw
   there just before the fault.
 
@@ -106,11 +107,12 @@ class Recorder:
         if cls is not None and (weights[cls].get(self.lost_dc, 0.0) > 1e-9
                                 or not self._class_ok(cls)):
             return False
-        for dc in self.target_dcs:
-            share = weights[cls].get(dc, 0.0) if cls is not None else loads[dc]
-            if self.sim.estate.healthy_capacity(dc, svc.name) < svc.peak_load * share - 1e-6:
-                return False
-        return True
+        # Requests for a service a DC does not run go to a DC that does: capacity counts
+        # over the targets together.
+        load = sum(weights[cls].get(dc, 0.0) if cls is not None else loads[dc]
+                   for dc in self.target_dcs) * svc.peak_load
+        capacity = sum(self.sim.estate.healthy_capacity(dc, svc.name) for dc in self.target_dcs)
+        return capacity >= load - 1e-6
 
     @property
     def serving(self) -> bool:

@@ -211,7 +211,7 @@ class CommandHandler:
             params = params_model(**values)
         except ValidationError as exc:
             raise CommandInputError(validation_message(exc)) from None
-        target_dc, targets = self._dcs_of(params)
+        target_dc, targets = self._dcs_of(params, command.runbook or "")
         key = (command.runbook, str(target_dc))
         where = f" → {', '.join(targets)}" if targets else ""
         if not command.dry_run:
@@ -232,14 +232,15 @@ class CommandHandler:
                        detail={"dry_run": command.dry_run,
                                "parameters": params.model_dump(mode="json")})
 
-    def _dcs_of(self, params: Any) -> tuple[str | None, list[str]]:
+    def _dcs_of(self, params: Any, runbook: str) -> tuple[str | None, list[str]]:
         """The DC the run is recorded for (one active run per runbook and DC: a failover's
         lost DC) and the DCs it acts on, by the same rule the run itself applies."""
         if not hasattr(params, "run_dc"):
             return None, []
-        topology = self.access.topology()
+        from flows.context import checked
+
         try:
-            run_dc = params.run_dc(topology)
+            topology, run_dc = checked(params, runbook)
             targets = params.targets(topology) if hasattr(params, "targets") else [run_dc]
         except InputError as exc:
             raise CommandInputError(str(exc)) from None

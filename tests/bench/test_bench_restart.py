@@ -220,6 +220,8 @@ def test_main_prints_the_table_and_json(bench: ModuleType, capsys: pytest.Captur
         for tier, bound in row["tier_bound_s"].items():
             rto = row["tier_rto_s"][tier]
             assert rto >= bound - 1e-6
+            if int(tier) > 1:  # the goals are on the critical tiers; the rest is reported
+                continue
             goals.append({
                 "goal": f"{row['topology']}: tier {tier} within 1.3x its own bound",
                 "ok": rto <= 1.3 * bound,

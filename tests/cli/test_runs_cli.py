@@ -31,6 +31,9 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         (["run", "provision", "share"], "'share': parameters are key=value"),
         (["abort", "0123456789ab"], "no run '0123456789ab'"),
         (["drill", "--scenario", "meteor"], "unknown scenario 'meteor'"),
+        (["run", "failover", "lost_dc=dc9", "--dry-run"],
+         "lost_dc: unknown datacenter 'dc9' (topology has: dc1, dc2)"),
+        (["run", "failover", "target_dcs=dc2,dc9"], "target_dcs: unknown datacenter 'dc9'"),
     ],
 )
 def test_bad_input_exits_2_and_says_what(args: list[str], message: str) -> None:
@@ -66,3 +69,4 @@ def test_serve_refuses_to_start_without_a_signing_secret(monkeypatch) -> None:
     result = runner.invoke(app, ["serve", "--port", "8899"])
     assert result.exit_code == 2
     assert "cannot start: REVIVE_SLACK_SIGNING_SECRET is not set" in result.stderr
+
