@@ -5,9 +5,10 @@ users need not wait behind everyone else's. Each class is watched in every targe
 its own metrics (its error rate, latency and hit ratio; the DC's shared database) by the
 same controller as a single share would be (``decide``). One round, one scrape per lane:
 
-- Classes are judged in priority order. A class's advance spends the database headroom it
-  was offered; what it spends is reserved, so a less important class is only offered what
-  is left in that DC and the moves of one round never add up past the limit together.
+- Classes move in priority order: a class waits until every more important class has
+  fully moved (classes of the same priority move together). Within a round, a class's
+  advance spends the database headroom it was offered and what it spends is reserved, so
+  the moves of one round never add up past the limit together.
 - A class moves as far as its most constrained target DC allows: one weight change moves
   its users into every target at once.
 - A database over its limit in a DC is shared trouble: the least important class that has
@@ -120,7 +121,7 @@ def next_round(
     (every class's weight there, weighted by its load share) and ``dc_changes`` how that
     load moved, round by round. ``not_started`` are the priorities of classes still to move
     whose ramps have not started (their services are not ready yet): the headroom is kept
-    for them, so no less important class may advance meanwhile."""
+    for them too."""
     order = sorted(ramps, key=lambda r: (r.priority, r.name))
     victims = _victims(order, policy)
     reserved: dict[str, float] = defaultdict(float)
@@ -129,8 +130,9 @@ def next_round(
     for ramp in order:
         if ramp.complete and ramp.name not in victims.values():
             continue
-        if any(p < ramp.priority for p in not_started) and ramp.name not in victims.values():
-            reasons[ramp.name] = "waiting for more important traffic to start moving"
+        ahead = [*not_started, *(r.priority for r in order if not r.complete)]
+        if any(p < ramp.priority for p in ahead) and ramp.name not in victims.values():
+            reasons[ramp.name] = "waiting for more important traffic to finish moving"
             continue
         decisions = [
             _judge(ramp, lane, victims, policy=policy, now=now, last_change=last_change,

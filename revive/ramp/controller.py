@@ -53,6 +53,10 @@ class RampPolicy(BaseModel):
         1800.0, gt=0, description="Below full, this long without advancing: ask a human."
     )
     window: int = Field(2, ge=1, description="Recent samples judged together (noise).")
+    evidence_share: float = Field(
+        0.05, ge=0, le=1,
+        description="Moves smaller than this in all say nothing above the noise: until then "
+        "new traffic is priced cold.")
 
 
 class DecisionKind(StrEnum):
@@ -103,10 +107,10 @@ class Change(BaseModel):
 class ClassLoad(BaseModel):
     """How one traffic class's share maps onto its DC's shared database.
 
-    With several classes moving, a jump in utilisation cannot be pinned on one class's move:
-    the controller learns the database's cost per unit of the DC's whole load from the DC's
-    moves (``dc_changes``, in units of the estate's load) and prices a class's share by the
-    load it carries (``per_share``: the DC's load one unit of the class's share adds)."""
+    A class's first move is priced as cold traffic: the database's utilisation per unit of
+    the DC's load (``dc_load``, in units of the estate's load) times the load one unit of
+    the class's share adds (``per_share``); later moves by what its own moves cost. The
+    DC's moves (``dc_changes``, any class) say when the database last had to cool down."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -188,9 +192,13 @@ def decide(
         cost = _marginal_cost(samples, changes, policy) or _cold_cost(
             util, share, latest, policy)
     else:
-        per_load = _marginal_cost(samples, load.dc_changes, policy) or _cold_cost(
-            util, load.dc_load, latest, policy)
-        cost = per_load * load.per_share
+        # A class's first moves are priced cold, later ones by what its own moves cost; and
+        # never below what the DC's moves of any class cost per unit of load: a background
+        # change (an earlier class's surge ending) can hide part of a class's own cost.
+        own = _marginal_cost(samples, changes, policy) or _cold_cost(
+            util, load.dc_load, latest, policy) * load.per_share
+        per_load = _marginal_cost(samples, load.dc_changes, policy) or 0.0
+        cost = max(own, per_load * load.per_share)
     headroom = policy.target_util - util - max(0.0, reserved_util)
     step = headroom / cost if cost > 0 else (policy.max_step if headroom > 0 else 0.0)
     step = min(step, policy.max_step, 1.0 - share)
@@ -247,8 +255,10 @@ def _marginal_cost(
         if not before or not after:
             continue
         moved += size
-        jump_sum += max(after) - before[-1]
-    if moved <= 0 or jump_sum <= 0:
+        # Utilisation falling meanwhile (an earlier surge ending) is not a move's gift: a
+        # move is charged at least nothing, so the estimate never undercuts the real cost.
+        jump_sum += max(0.0, max(after) - before[-1])
+    if moved < max(policy.evidence_share, 1e-12) or jump_sum <= 0:
         return None
     return jump_sum / moved
 
