@@ -43,7 +43,7 @@ class RampPolicy(BaseModel):
     max_step: float = Field(0.25, gt=0, le=1, description="Largest single move.")
     settle_s: float = Field(20.0, ge=0, description="Wait after a change before judging it.")
     surge_allowance: float = Field(
-        0.25, ge=0, description="Extra load while moved users reconnect, relative to theirs."
+        0.4, ge=0, description="Extra load while moved users reconnect, relative to theirs."
     )
     cooldown_s: float = Field(
         180.0, ge=0, description="No advance this long after a back-off (moved users churn)."
