@@ -3,18 +3,28 @@
 After a DC is lost, each policy raises the surviving DC's traffic share from where it was
 to 100%:
 
-* ``revive``: the controller in revive.ramp, fed only what /metrics shows at each scrape;
+* ``revive``: the runbook's per-class controller (below), fed only what /metrics shows;
 * ``instant``: all traffic at once, the reflex of a tired human;
 * ``fixed``: +10% every 5 minutes, like common progressive-delivery defaults;
 * ``oracle``: reads the simulator's true state and, every tick, sets the largest share whose
   database load stays under the limit. It is the bound, not a controller.
 
+``revive`` now moves each traffic class on its own under the per-class controller, exactly
+as ``flows/warm_up_ramp.py::TrafficMover`` does: a ``ClassRamp`` for every class with users
+in the lost DC, all started at t = 0 with baselines from one scrape, then one ``next_round``
+per scrape interval (priority order, shared database headroom) on each class's Samples in
+each DC (``read_sample`` of the rendered /metrics), its moves applied per class with
+``set_class_weights``. It is bench/recovery_sim.py's ``ClassMover`` (the runbook on the
+in-process estate), reused here; ``instant``, ``fixed`` and ``oracle`` still move every
+class together as one share (``set_weights``).
+
 Every policy starts after the same failover steps (retry policy pushed, emergency capacity
 provisioned, IP-caching callers restarted). t = 0 is the first traffic move. A breach
 second has DB utilisation above the limit or an error rate more than the limit above the
 rate measured just before t = 0 (components that did not survive fail at a constant
-rate the ramp cannot change). ``time_to_full_s`` is the first time the share is 100% and
-stays there 600 s without a breach (the hold is not counted); null if never.
+rate the ramp cannot change). ``time_to_full_s`` is the first time every class is fully
+moved (no weight left on the lost DC) and stays so 600 s without a breach (the hold is not
+counted); null if never. Users still routed to the lost DC count as failing.
 
     .venv/bin/python bench/ramp.py [--seeds 5] [--json] [--scenario NAME ...] [--check]
 """
@@ -22,6 +32,7 @@ stays there 600 s without a breach (the hold is not counted); null if never.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -38,11 +49,25 @@ from rich.console import Console
 from rich.table import Table
 
 from revive.planning import plan_capacity
-from revive.ramp import Change, DecisionKind, RampPolicy, Sample, decide
+from revive.ramp import RampPolicy
 from revive.sim import RetryPolicy, SimConfig, Simulator
 from revive.sim.estate import ActionState, SimError
 from revive.topology import Topology, load, parse
 
+
+def _helper() -> Any:
+    """bench/recovery_sim.py, loaded by path (``bench`` is also the test package)."""
+    name = "revive_bench_recovery_sim"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(
+            "recovery_sim.py"))
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+rs = _helper()
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = ("revive", "instant", "fixed", "oracle")
 HOLD_S = 600
@@ -138,6 +163,17 @@ def _wait(sim: Simulator, actions: list[str]) -> None:
     )
 
 
+class _Lost:
+    """What ``ClassMover`` needs of recovery_sim's ``Run`` (the simulator, the lost and
+    target DCs, a ``move`` per class) without its drill recorder: moves go to the estate."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim, self.lost, self.targets = sim, LOST, [TARGET]
+
+    def move(self, traffic_class: str, weights: dict[str, float]) -> None:
+        self.sim.estate.set_class_weights(traffic_class, weights)
+
+
 def run(scenario: Scenario, policy: str, seed: int, ramp: RampPolicy | None = None) -> dict:
     """One ramp from the failover's end to full traffic (or the horizon)."""
     ramp = ramp or RampPolicy()
@@ -145,9 +181,11 @@ def run(scenario: Scenario, policy: str, seed: int, ramp: RampPolicy | None = No
     cfg = sim.config
     start = sim.clock.now
     share = sim.estate.weights[TARGET]
-    samples: list[Sample] = []
-    changes: list[Change] = []
-    last_advance: float | None = None
+    mover = None
+    if policy == "revive":  # as run_ramp: every class's ramp starts at once, then a round
+        mover = rs.ClassMover(_Lost(sim), ramp)  # per scrape
+        for name in mover.to_move:
+            mover.activate(name, start)
     breaches = 0
     peak_util = 0.0
     error_share = 0.0
@@ -163,22 +201,13 @@ def run(scenario: Scenario, policy: str, seed: int, ramp: RampPolicy | None = No
             new = min(1.0, share if second % 300 else share + 0.1)
         elif policy == "oracle":
             new = _oracle_share(sim, ramp.db_util_limit)
-        elif policy == "revive" and second and second % scrape_every == 0:
-            samples.append(_scrape(sim, now))
-            decision = decide(
-                samples, share=share, policy=ramp, now=now,
-                last_change_t=changes[-1].t if changes else None,
-                last_advance_t=last_advance, changes=changes,
-                baseline_error_rate=base_errors,
-            )
-            if decision.kind in (DecisionKind.advance, DecisionKind.back_off):
-                new = decision.share
-                if decision.kind == DecisionKind.advance:
-                    last_advance = now
+        elif (mover is not None and second and second % scrape_every == 0
+              and not mover.done and not mover.stalled):
+            mover.step(now)  # moves each class with set_class_weights
         if abs(new - share) > 1e-9:
-            changes.append(Change(t=now, share_from=share, share_to=new))
             share = new
             sim.estate.set_weights({LOST: 1.0 - share, TARGET: share})
+        routed = share if mover is None else sim.estate.weights[TARGET]
         sim.advance(1)
         m = sim.metrics[TARGET]
         breach = (m.db_utilisation > ramp.db_util_limit
@@ -186,8 +215,9 @@ def run(scenario: Scenario, policy: str, seed: int, ramp: RampPolicy | None = No
         breaches += breach
         peak_util = max(peak_util, m.db_utilisation)
         if second < ERROR_WINDOW_S:
-            error_share += (1.0 - share) + share * m.error_rate  # users on the lost DC fail
-        if share >= 1.0 - 1e-9 and not breach:
+            error_share += (1.0 - routed) + routed * m.error_rate  # users on the lost DC fail
+        full = all(w.get(LOST, 0.0) <= 1e-9 for w in sim.estate.class_weights.values())
+        if full and not breach:
             full_since = second if full_since is None else full_since
             if second - full_since >= HOLD_S and time_to_full is None:
                 time_to_full = full_since
@@ -201,14 +231,6 @@ def run(scenario: Scenario, policy: str, seed: int, ramp: RampPolicy | None = No
         "breach_seconds": breaches,
         "error_share_seconds": round(error_share, 1),
     }
-
-
-def _scrape(sim: Simulator, now: float) -> Sample:
-    """What one scrape of /metrics shows for the recovering DC (see revive.sim.metrics)."""
-    m = sim.metrics[TARGET]
-    return Sample(t=now, share=m.share, db_util=m.db_utilisation, p99_ms=m.p99_ms,
-                  error_rate=m.error_rate, retry_ratio=m.retry_ratio,
-                  cache_hit_ratio=m.cache_hit_ratio)
 
 
 def _oracle_share(sim: Simulator, limit: float) -> float:

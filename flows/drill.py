@@ -98,7 +98,12 @@ async def _drill(params: DrillParams, out: Path, began: datetime, wall0: float) 
     # and its run record says which (drill) topology it used.
     drill_topology = out / "topology.yaml"
     drill_topology.write_text(yaml.safe_dump(topology.model_dump(mode="json"), sort_keys=False))
-    sim = Simulator(topology, seed=params.seed)
+    # Unless the topology says otherwise, the IP-caching callers hold the lost DC's IPs:
+    # the seed's case, and the one the failover must handle.
+    knobs = topology.simulation
+    if knobs.cached_ips_point_to is None:
+        knobs = knobs.model_copy(update={"cached_ips_point_to": lost})
+    sim = Simulator(topology, seed=params.seed, config=knobs)
     recorder = Recorder(sim, lost, targets)
     sim.advance(SETTLE_S)
     with SimServer(sim) as server:
@@ -218,7 +223,7 @@ def _report(
         findings=[FindingRow(rule=f.rule, severity=str(f.severity), subject=f.subject,
                              message=f.message) for f in run_check(topology).findings],
         notes=[f"ramp: {result['ramp'].get('result')} at {result['ramp'].get('share', 0):.0%}"],
-        simulation=topology.simulation.model_dump(mode="json"),
+        simulation=recorder.sim.config.model_dump(mode="json"),
         final_weights={c: {dc: round(w, 4) for dc, w in per_dc.items()}
                        for c, per_dc in final_weights.items()},
     )

@@ -103,8 +103,9 @@ class Estate:
         self._tools = ReplicaPlane(topology, self._up)
         self._cells: dict[tuple[str, str], Cell] = {}
         # IP-caching callers last resolved their dependencies when the GSLB sent everything
-        # to the first (primary) DC: the seed's callers that kept calling the burned DC.
-        primary = self._dcs[0]
+        # to one DC (``cached_ips_point_to``, default the first): the seed's callers that
+        # kept calling the burned DC.
+        primary = self._dc(config.cached_ips_point_to or self._dcs[0])
         for svc in topology.services:
             for dc in self._dcs:
                 n, ip = svc.instances_in(dc), primary if svc.caches_dependency_ips else None

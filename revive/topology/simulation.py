@@ -60,6 +60,10 @@ class SimConfig(BaseModel):
 
     # --- estate -----------------------------------------------------------------------------
     restart_jitter: float = Field(0.2, ge=0, lt=1, description="Restart takes x(1 +- jitter).")
+    cached_ips_point_to: str | None = Field(
+        None, min_length=1,
+        description="The DC whose IPs the IP-caching callers hold at the start (they last "
+        "resolved when the GSLB sent everything there); default: the first DC.")
     patch_s_per_instance: float = Field(2.0, ge=0)
     artifact_copy_s: float = Field(45.0, gt=0)
     health_check_interval_s: float = Field(10.0, gt=0)

@@ -21,7 +21,15 @@ def find_problems(topology: Topology) -> list[Problem]:
         *_unknown_names(topology),
         *_hard_cycles(topology),
         *_roles(topology),
+        *_simulation(topology),
     ]
+
+
+def _simulation(topology: Topology) -> Iterator[Problem]:
+    dc = topology.simulation.cached_ips_point_to
+    if dc is not None and dc not in topology.dc_names:
+        yield ("simulation", "cached_ips_point_to"), (
+            f"unknown datacenter {dc!r} (declared: {', '.join(topology.dc_names)})")
 
 
 def _roles(topology: Topology) -> Iterator[Problem]:

@@ -35,3 +35,10 @@ def test_the_oracle_never_exceeds_the_limit(bench) -> None:
     result = bench.run(bench.SCENARIOS[0], "oracle", seed=2)
     assert result["peak_db_util"] <= 0.9
     assert result["time_to_full_s"] is not None
+
+
+def test_revive_moves_every_class_without_a_breach(bench) -> None:
+    result = bench.run(bench.SCENARIOS[0], "revive", seed=1)
+    assert result["time_to_full_s"] is not None
+    assert result["breach_seconds"] == 0
+    assert result["peak_db_util"] <= 0.9

@@ -482,3 +482,11 @@ def test_example_restart_of_dc2_groups_after_dc1_burns() -> None:
     estate.clock.advance_to(estate.clock.now + 600)
     assert estate.action(deploy).state == ActionState.done
     assert estate.state("config-server", "dc2").exists
+
+
+def test_ip_caching_callers_start_pointed_at_the_configured_dc() -> None:
+    caller = service("caller", caches_dependency_ips=True)
+    assert make(caller).state("caller", "dc2").ip_target == "dc1"  # default: the first DC
+    pointed = make(caller, config=SimConfig(restart_jitter=0.0, cached_ips_point_to="dc2"))
+    assert pointed.state("caller", "dc1").ip_target == "dc2"
+    assert [dc for *_, dc in pointed.stale_ip_services()] == ["dc2"]

@@ -185,3 +185,8 @@ def test_every_problem_is_reported_at_once_in_file_order() -> None:
     found = problems(text)
     assert found == sorted(found, key=lambda p: int(p.split(":")[1].split()[0]))
     assert len(found) == 2
+
+
+def test_the_dc_ip_caching_callers_point_to_must_be_declared() -> None:
+    with pytest.raises(TopologyError, match=r"simulation\.cached_ips_point_to: unknown datac"):
+        parse(estate(service("app"), simulation={"cached_ips_point_to": "dc9"}))
