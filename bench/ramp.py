@@ -26,7 +26,11 @@ rate the ramp cannot change). ``time_to_full_s`` is the first time every class i
 moved (no weight left on the lost DC) and stays so 600 s without a breach (the hold is not
 counted); null if never. Users still routed to the lost DC count as failing.
 
+Runs are independent and deterministic per seed; ``--jobs`` (default 2) spreads them over
+processes, the oracle's first (they take the longest), with the same results as one.
+
     .venv/bin/python bench/ramp.py [--seeds 5] [--json] [--scenario NAME ...] [--check]
+                                   [--jobs N]
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,16 +273,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--check", action="store_true", help="exit 1 if a goal fails")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="worker processes (1: run in this process)")
     args = parser.parse_args(argv)
     began = time.perf_counter()
-    chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
-    report = {"scenarios": []}
-    for scenario in chosen:
-        policies = {
-            name: summarise([run(scenario, name, seed) for seed in range(1, args.seeds + 1)])
-            for name in POLICIES
-        }
-        report["scenarios"].append({"name": scenario.name, "policies": policies})
+    chosen = [i for i, s in enumerate(SCENARIOS) if not args.scenario or s.name in args.scenario]
+    jobs = sorted(((i, name, seed) for i in chosen for name in POLICIES
+                   for seed in range(1, args.seeds + 1)),
+                  key=lambda job: job[1] != "oracle")  # the longest first: workers end together
+    if args.jobs <= 1:
+        results = dict(zip(jobs, map(_job, jobs), strict=True))
+    else:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            results = dict(zip(jobs, pool.map(_job, jobs), strict=True))
+    report = {"scenarios": [
+        {"name": SCENARIOS[i].name, "policies": {
+            name: summarise([results[i, name, seed] for seed in range(1, args.seeds + 1)])
+            for name in POLICIES}}
+        for i in chosen]}
     wall = time.perf_counter() - began
     goals = _goals(report, wall)
     if args.json:
@@ -284,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         _print(report, goals, wall)
     return 1 if args.check and not all(g["ok"] for g in goals) else 0
+
+
+def _job(job: tuple[int, str, int]) -> dict:
+    """One run, by scenario index (a Scenario holds lambdas, which do not pickle)."""
+    index, policy, seed = job
+    return run(SCENARIOS[index], policy, seed)
 
 
 def _goals(report: dict, wall: float) -> list[dict]:
