@@ -202,6 +202,14 @@ def decide(
     headroom = policy.target_util - util - max(0.0, reserved_util)
     step = headroom / cost if cost > 0 else (policy.max_step if headroom > 0 else 0.0)
     step = min(step, policy.max_step, 1.0 - share)
+    if load is not None:
+        # What moves cost is learned from moves, and a background change (another class's
+        # surge ending, caches warming) can make them look cheaper than they are: whatever
+        # was learned, a move never goes further than cold traffic could without passing
+        # the limit itself.
+        cold = _cold_cost(util, load.dc_load, latest, policy) * load.per_share
+        room = policy.db_util_limit - util - max(0.0, reserved_util)
+        step = min(step, max(0.0, room) / cold) if cold > 0 else step
     if step < min(policy.min_step, 1.0 - share):
         return Decision(
             kind=DecisionKind.hold,

@@ -6,6 +6,7 @@ from revive.ramp import Change, DecisionKind, RampPolicy, Sample, decide
 from revive.ramp.classes import ClassRamp, next_round
 
 POLICY = RampPolicy()
+LIMIT = RampPolicy().db_util_limit
 
 
 def ramp(name: str, priority: int, *, moved: float = 0.0, load_share: float = 0.5,
@@ -67,3 +68,19 @@ def test_tiny_or_masked_moves_never_make_traffic_look_cheap() -> None:
     masked = decide(samples, share=0.52, policy=POLICY, now=60, changes=falling)
     assert cold.kind == masked.kind == DecisionKind.advance
     assert masked.share == cold.share  # priced cold, not as free
+
+
+def test_a_move_never_goes_further_than_cold_traffic_could_below_the_limit() -> None:
+    """Whatever past moves seemed to cost, near the limit the step is what all-cold
+    traffic could take without passing it."""
+    cheap = ramp("tier0", 0, moved=0.2, util=0.85)
+    lane = cheap.lanes[0]
+    # earlier moves looked nearly free (an earlier surge was ending meanwhile)
+    lane.changes = [Change(t=50.0, share_from=0.5, share_to=0.6)]
+    lane.samples = [Sample(t=t, share=0.6, db_util=u, p99_ms=100, error_rate=0.0,
+                           cache_hit_ratio=0.7) for t, u in ((40, 0.849), (60, 0.85),
+                                                             (80, 0.85), (90, 0.85))]
+    moved = round_of(cheap).moves.get("tier0", cheap.moved)
+    cold_per_share = 0.85 / 0.5 / 0.3 * (1 + POLICY.surge_allowance) * cheap.load_share * 0.5
+    grown = (cheap.share(lane, moved) - cheap.share(lane)) * cold_per_share
+    assert 0.85 + grown <= LIMIT + 1e-9
