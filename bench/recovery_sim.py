@@ -33,9 +33,9 @@ from revive.drill.recorder import Recorder
 from revive.planning import plan_failover_capacity
 from revive.planning.graph import Scheduler, Step
 from revive.planning.recovery import Survey
-from revive.planning.shares import moved_weights
-from revive.ramp import Change, FeatureCandidate, RampPolicy
-from revive.ramp.classes import ClassRamp, next_round
+from revive.planning.shares import dc_load_share, moved_weights
+from revive.ramp import FeatureCandidate, RampPolicy
+from revive.ramp.classes import ClassRamp, RampMemory, next_round
 from revive.sim import RetryPolicy, Simulator
 from revive.sim.estate import ActionState, SimError, Unavailable
 from revive.sim.metrics import SAMPLE_METRICS, read_sample, render
@@ -304,9 +304,7 @@ class ClassMover:
         self.to_move = [c for c in self.known if self.before[c].get(run.lost, 0.0) > 0]
         self.ramps: dict[str, ClassRamp] = {}
         self.features: list[FeatureCandidate] | None = None  # read once features are off
-        self.last_change: dict[str, float | None] = dict.fromkeys(run.targets)
-        self.dc_changes: dict[str, list[Change]] = {dc: [] for dc in run.targets}
-        self.last_progress: float | None = None
+        self.memory = RampMemory(list(run.targets))
         self.stalled = False
 
     def activate(self, name: str, now: float) -> bool:
@@ -324,7 +322,7 @@ class ClassMover:
             lane.baseline_error = max(samples[name, lane.dc].error_rate,
                                       0.0 if had_users else samples[name, run.lost].error_rate)
         self.ramps[name] = ramp
-        self.last_progress = now if self.last_progress is None else self.last_progress
+        self.memory.started(now)
         return True
 
     def step(self, now: float) -> None:
@@ -335,41 +333,28 @@ class ClassMover:
                 lane.samples.append(samples[ramp.name, lane.dc])
         all_started = all(c in self.ramps for c in self.to_move)
         decided = next_round(
-            active, policy=self.policy, now=now, last_change=self.last_change,
-            last_progress=self.last_progress, dc_load=self.dc_load(), dc_changes=self.dc_changes,
+            active, policy=self.policy, now=now, last_change=self.memory.last_change,
+            last_progress=self.memory.last_progress, dc_load=self.dc_load(),
+            dc_changes=self.memory.dc_changes,
             features_off=(self.features or []) if all_started else (),
             not_started=[self.known[c].priority for c in self.to_move if c not in self.ramps])
         if decided.stalled is not None:
             self.stalled = True
             return
-        load_before = self.dc_load()
         for name, moved in decided.moves.items():
-            ramp = self.ramps[name]
-            self.run.move(name, ramp.weights(moved))
-            for lane in ramp.lanes:
-                lane.changes.append(Change(t=now, share_from=ramp.share(lane),
-                                           share_to=ramp.share(lane, moved)))
-                self.last_change[lane.dc] = now
-            if moved > ramp.moved:
-                self.last_progress = now
-            ramp.moved = moved
-        if decided.moves:
-            load_after = self.dc_load()
-            for dc in self.run.targets:
-                self.dc_changes[dc].append(Change(t=now, share_from=load_before[dc],
-                                                  share_to=load_after[dc]))
+            self.run.move(name, self.ramps[name].weights(moved))
+        self.memory.record(self.ramps, decided.moves, now, self.dc_load)
         if decided.feature is not None:
             f = decided.feature
             self.run.sim.estate.set_flag(f.service, f.name, True)
             self.features = [x for x in self.features or [] if x != f]
-            self.last_change = dict.fromkeys(self.run.targets, now)
+            self.memory.feature_switched_on(now)
 
     def dc_load(self) -> dict[str, float]:
         """Each target's share of the estate's load now (what its database carries)."""
         weights = {c: (self.ramps[c].weights() if c in self.ramps else w)
                    for c, w in self.before.items()}
-        return {dc: sum(self.known[c].load_share * w.get(dc, 0.0) for c, w in weights.items())
-                for dc in self.run.targets}
+        return {dc: dc_load_share(self.run.sim.topology, weights, dc) for dc in self.run.targets}
 
     def complete(self, name: str) -> bool:
         return name in self.ramps and self.ramps[name].complete

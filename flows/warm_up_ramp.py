@@ -24,8 +24,9 @@ from pydantic import Field
 
 from flows.context import RunbookParams, RunContext, open_run, the_lost_dc
 from revive.ops.models import RetryPolicy
-from revive.ramp import Change, FeatureCandidate, RampPolicy
-from revive.ramp.classes import ClassRamp, next_round
+from revive.planning.shares import dc_load_share
+from revive.ramp import FeatureCandidate, RampPolicy
+from revive.ramp.classes import ClassRamp, RampMemory, next_round
 from tasks.config_store import feature_flags, push_retry_policy, set_feature_flag
 from tasks.metrics import scrape_class_metrics
 from tasks.traffic import set_class_weights, traffic_class_weights
@@ -63,9 +64,7 @@ class TrafficMover:
         self.before: dict[str, dict[str, float]] = {}
         self.ramps: dict[str, ClassRamp] = {}
         self.features: list[FeatureCandidate] = []
-        self.last_change: dict[str, float | None] = dict.fromkeys(target_dcs)
-        self.dc_changes: dict[str, list[Change]] = {dc: [] for dc in target_dcs}
-        self.last_progress: float | None = None
+        self.memory = RampMemory(target_dcs)
         self.started_at: float | None = None
         self.result = "timeout"
         self._prepared = False
@@ -125,7 +124,7 @@ class TrafficMover:
                                           0.0 if had_users else moving_error)
             self.ramps[c] = ramp
         self.started_at = self.started_at if self.started_at is not None else now
-        self.last_progress = self.last_progress if self.last_progress is not None else now
+        self.memory.started(now)
         self.ctx.highlight(f"ramp started for {', '.join(new)} at {now:.0f} s")
 
     @property
@@ -144,9 +143,10 @@ class TrafficMover:
                 lane.samples.append(samples[ramp.name, lane.dc])
         all_started = all(c in self.ramps for c in self.to_move)
         known = ctx.topology.traffic_classes
-        decided = next_round(active, policy=self.policy, now=now, last_change=self.last_change,
-                             last_progress=self.last_progress, dc_load=self.dc_load(),
-                             dc_changes=self.dc_changes,
+        memory = self.memory
+        decided = next_round(active, policy=self.policy, now=now,
+                             last_change=memory.last_change, last_progress=memory.last_progress,
+                             dc_load=self.dc_load(), dc_changes=memory.dc_changes,
                              features_off=self.features if all_started else (),
                              not_started=[known[c].priority for c in self.to_move
                                           if c not in self.ramps])
@@ -154,32 +154,19 @@ class TrafficMover:
             await ctx.warn("ramp", f"STALLED: {decided.stalled}")
             self.result = "stalled"
             return
-        load_before = self.dc_load()
         for name, moved in decided.moves.items():
-            ramp = self.ramps[name]
-            weights = ramp.weights(moved)
+            weights = self.ramps[name].weights(moved)
             key = f"ramp:{name}@{now:.0f}"  # a resumed ramp re-reads the weights: new keys
             await ctx.instant(key, "traffic", lambda c=name, w=weights: set_class_weights(
                 tools.traffic, c, w))
-            for lane in ramp.lanes:
-                lane.changes.append(Change(t=now, share_from=ramp.share(lane),
-                                           share_to=ramp.share(lane, moved)))
-                self.last_change[lane.dc] = now
-            if moved > ramp.moved:
-                self.last_progress = now
-            ramp.moved = moved
-        if decided.moves:
-            load_after = self.dc_load()
-            for dc in self.targets:
-                self.dc_changes[dc].append(Change(t=now, share_from=load_before[dc],
-                                                  share_to=load_after[dc]))
+        memory.record(self.ramps, decided.moves, now, self.dc_load)
         if decided.feature is not None:
             f = decided.feature
             await ctx.instant(f"ramp:feature:{f.service}/{f.name}", "config",
                               lambda f=f: set_feature_flag(tools.config, f.service, f.name, True),
                               note=f"feature on: {f.service}/{f.name}")
             self.features = [x for x in self.features if x != f]
-            self.last_change = dict.fromkeys(self.targets, now)
+            memory.feature_switched_on(now)
         if self.done:
             self.result = "full"
         ctx.run.progress.set(current="ramp " + ", ".join(
@@ -192,10 +179,8 @@ class TrafficMover:
 
     def dc_load(self) -> dict[str, float]:
         """Each target's share of the estate's load now (what its database carries)."""
-        known = self.ctx.topology.traffic_classes
         weights = self.weights()
-        return {dc: sum(known[c].load_share * w.get(dc, 0.0)
-                        for c, w in weights.items() if c in known) for dc in self.targets}
+        return {dc: dc_load_share(self.ctx.topology, weights, dc) for dc in self.targets}
 
     @property
     def moved(self) -> float:

@@ -25,7 +25,7 @@ Pure: the same lanes and samples give the same round, so a ramp can be replayed 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from revive.planning.shares import fraction_for_share, moved_weights
@@ -89,6 +89,52 @@ class ClassRamp:
 
     def share(self, lane: Lane, moved: float | None = None) -> float:
         return self.weights(moved)[lane.dc] / lane.end
+
+
+@dataclass
+class RampMemory:
+    """What the controller remembers across rounds: when each target DC's weights last
+    changed, how its load moved, and when any class last advanced. Whoever applies the
+    moves (the runbook through its tools, a benchmark on the simulator) records them here,
+    so every driver keeps the same books."""
+
+    targets: list[str]
+    last_change: dict[str, float | None] = field(default_factory=dict)
+    dc_changes: dict[str, list[Change]] = field(default_factory=dict)
+    last_progress: float | None = None
+
+    def __post_init__(self) -> None:
+        for dc in self.targets:
+            self.last_change.setdefault(dc, None)
+            self.dc_changes.setdefault(dc, [])
+
+    def started(self, now: float) -> None:
+        """A ramp began: "no progress" is counted from the first one."""
+        if self.last_progress is None:
+            self.last_progress = now
+
+    def record(self, ramps: Mapping[str, ClassRamp], moves: Mapping[str, float], now: float,
+               dc_load: Callable[[], Mapping[str, float]]) -> None:
+        """The round's moves were applied: each lane's change, each DC's load change."""
+        if not moves:
+            return
+        before = dict(dc_load())
+        for name, moved in moves.items():
+            ramp = ramps[name]
+            for lane in ramp.lanes:
+                lane.changes.append(Change(t=now, share_from=ramp.share(lane),
+                                           share_to=ramp.share(lane, moved)))
+                self.last_change[lane.dc] = now
+            if moved > ramp.moved:
+                self.last_progress = now
+            ramp.moved = moved
+        after = dc_load()
+        for dc in self.targets:
+            self.dc_changes[dc].append(Change(t=now, share_from=before[dc], share_to=after[dc]))
+
+    def feature_switched_on(self, now: float) -> None:
+        """A feature adds load everywhere: every target settles before the next move."""
+        self.last_change = dict.fromkeys(self.targets, now)
 
 
 @dataclass(frozen=True)
