@@ -51,7 +51,6 @@ DB utilisation from the first traffic move on; ``breach_s``: the Recorder's brea
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -64,7 +63,10 @@ from typing import Any
 
 if __name__ == "__main__":  # run as a script: make `revive` importable from the repo root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+# The simulated failover the benchmarks share, by its own name (``bench`` is also the name
+# of the test package, so it is not imported as ``bench.recovery_sim``).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import recovery_sim as rs
 from rich.console import Console
 from rich.table import Table
 
@@ -75,20 +77,6 @@ from revive.planning.shares import moved_weights
 from revive.ramp import Change, DecisionKind, RampPolicy, Sample, decide
 from revive.topology import Topology, load, parse
 
-
-def _helper() -> Any:
-    """bench/recovery_sim.py, loaded by path (``bench`` is also the test package)."""
-    name = "revive_bench_recovery_sim"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(
-            "recovery_sim.py"))
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-rs = _helper()
 REPO = Path(__file__).resolve().parents[1]
 POLICIES = ("phased", "revive", "bound")
 TIERS = (0, 1, 2, 3)
