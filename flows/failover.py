@@ -21,15 +21,15 @@ from pydantic import Field
 
 from flows.context import RunbookParams, RunContext, known_dc, open_run, the_lost_dc
 from flows.images import find_images
-from flows.provision import PlanLine
 from flows.recovery import GraphRun
 from flows.warm_up_ramp import TrafficMover
 from revive.errors import InputError, OpsError
 from revive.ops.models import RetryPolicy
-from revive.planning import plan_capacity, plan_failover_capacity
+from revive.planning import CapacityLine, FailoverLine, plan_capacity, plan_failover_capacity
 from revive.planning.graph import Scheduler, Step, StepState, Timing, rehearse
 from revive.planning.recovery import Survey, recovery_graph
 from revive.planning.restart import DEFAULT_MAX_PARALLEL
+from revive.planning.shares import ClassWeights, default_weights
 from revive.ramp import RampPolicy
 from revive.readiness import Severity, run_check
 from revive.render import render
@@ -37,6 +37,8 @@ from revive.topology import Topology
 from revive.verdict import TierRto, headline, outcome
 from tasks.services import service_state
 from tasks.traffic import traffic_class_weights
+
+PlanLine = CapacityLine | FailoverLine
 
 
 class FailoverParams(RunbookParams):
@@ -142,7 +144,8 @@ async def run_failover(ctx: RunContext, params: FailoverParams) -> dict:
 async def _survey(ctx: RunContext, lost: str, targets: list[str],
                   params: FailoverParams) -> Survey:
     """What each target needs, read from the tools (reads only: a dry run does this too)."""
-    plans = await _capacity_plans(ctx, lost, targets, params.share)
+    weights = await _class_weights(ctx)
+    plans = _capacity_plans(ctx, lost, targets, params.share, weights)
     survey = Survey(lost=lost, targets=targets, version=params.artifact_version)
     for dc in targets:
         with ctx.acting_on(dc):
@@ -156,7 +159,6 @@ async def _survey(ctx: RunContext, lost: str, targets: list[str],
                 line.service: line.add for line in plans[dc]
                 if line.add > 0 and ctx.topology.service(line.service).runs_in(dc)}
             survey.restarts[dc] = await _needs_restart(ctx)
-    weights = await _class_weights(ctx)
     survey.classes = [c for c in ctx.topology.traffic_classes
                       if weights.get(c, {}).get(lost, 0.0) > 0]
     return survey
@@ -193,15 +195,14 @@ def _tier_rtos(ctx: RunContext, graph: GraphRun, started: float,
     return out
 
 
-async def _capacity_plans(
-    ctx: RunContext, lost: str, targets: list[str], share: float | None
+def _capacity_plans(
+    ctx: RunContext, lost: str, targets: list[str], share: float | None,
+    weights: ClassWeights,
 ) -> dict[str, list[PlanLine]]:
-    """Each target's lines: sized for the share of the lost DC's traffic it takes (from the
-    class weights the traffic tool reports, or the topology's when it cannot be asked).
+    """Each target's lines: sized for the share of the lost DC's traffic it takes.
     A failover into only some survivors sizes each target as the single-DC plan does."""
     if sorted(targets) != sorted(dc for dc in ctx.topology.dc_names if dc != lost):
         return {dc: plan_capacity(ctx.topology, dc, share=share).services for dc in targets}
-    weights = await _class_weights(ctx)
     plan = plan_failover_capacity(ctx.topology, lost, weights=weights, share=share)
     return {s.dc: list(s.services) for s in plan.survivors}
 
@@ -219,13 +220,15 @@ async def _missing(ctx: RunContext, lost: str) -> list[str]:
     return missing
 
 
-async def _class_weights(ctx: RunContext) -> dict[str, dict[str, float]] | None:
+async def _class_weights(ctx: RunContext) -> ClassWeights:
+    """Where users are now, as the traffic tool says (read once per survey); the
+    topology's default split when it cannot be asked."""
     try:
         return await traffic_class_weights(ctx.tools.traffic)
     except OpsError as exc:
         await ctx.note_once("traffic-unreadable", f"traffic weights unreadable ({exc}): "
-                            "sizing survivors for the topology's default split")
-        return None
+                            "assuming the topology's default split")
+        return default_weights(ctx.topology)
 
 
 async def _needs_restart(ctx: RunContext) -> list[str]:

@@ -5,8 +5,6 @@ Quota shortfalls are reported and escalated, never fatal: the rest of the plan g
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from prefect import flow
 from prefect.artifacts import acreate_table_artifact
 from pydantic import Field
@@ -14,10 +12,8 @@ from pydantic import Field
 from flows.context import RunbookParams, RunContext, open_run
 from revive.errors import PermanentOpsError, QuotaError
 from revive.ops.models import ActionRef, ActionState
-from revive.planning import CapacityLine, FailoverLine, plan_capacity
+from revive.planning import plan_capacity
 from tasks.compute import provision_instances
-
-PlanLine = CapacityLine | FailoverLine
 
 
 class ProvisionParams(RunbookParams):
@@ -27,18 +23,12 @@ class ProvisionParams(RunbookParams):
     )
 
 
-async def run_provision(
-    ctx: RunContext, share: float | None = None, plan: Sequence[PlanLine] | None = None
-) -> dict:
-    """Provision what the capacity plan adds, for services the topology runs in the DC.
-
-    ``plan``: the DC's lines of a failover plan (its share of the lost DC's load); by
-    default the DC is sized for ``share`` of global peak."""
+async def run_provision(ctx: RunContext, share: float | None = None) -> dict:
+    """Provision what the capacity plan adds, for services the topology runs in the DC."""
     dc = ctx.target_dc
-    if plan is None:
-        plan = plan_capacity(ctx.topology, dc, share=share).services
+    plan = plan_capacity(ctx.topology, dc, share=share)
     lines = [
-        line for line in plan
+        line for line in plan.services
         if line.add > 0 and ctx.topology.service(line.service).runs_in(dc)
     ]
     if ctx.dry_run:
