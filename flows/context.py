@@ -273,6 +273,10 @@ async def open_run(
 ) -> AsyncIterator[RunContext]:
     """Open the run, yield its context, and record how it ended whatever happens."""
     topology, run_dc = checked(params, runbook)
+    own_tools = tools is None
+    if tools is None:  # built before the run is recorded: a wrong tool starts nothing
+        sim_url = params.sim_url or os.environ.get(SIM_URL_ENV)
+        tools = build_toolbox(topology, sim_url=sim_url, run_dc=params.run_from_dc)
     flow_run = FlowRunContext.get()
     run = RunSession.start(
         prefect_flow_run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
@@ -286,15 +290,6 @@ async def open_run(
         dry_run=params.dry_run,
         resume=params.resume,
     )
-    sim_url = params.sim_url or os.environ.get(SIM_URL_ENV)
-    own_tools = tools is None
-    if tools is None:
-        if not sim_url:
-            raise ReviveError(
-                f"no tools to act on: set sim_url or ${SIM_URL_ENV} (only the simulator's "
-                "adapters exist so far)"
-            )
-        tools = build_toolbox(topology, sim_url=sim_url, run_dc=params.run_from_dc)
     own_chat = chat is None
     chat = chat or chat_from_env()
     ctx = RunContext(runbook, params, topology, tools, run, chat, topology.environment)

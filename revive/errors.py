@@ -10,6 +10,7 @@ derive from ``InputError`` and make the CLI exit with status 2 and a located mes
     ├── StoreError            the database could not be reached or migrated
     └── OpsError              an ops tool failed or refused; carries the tool and target
         ├── TransientOpsError     worth retrying: timeouts, 5xx, every replica unreachable
+        │   └── NoDataError           a metric has no series yet: hold, never read it as 0
         └── PermanentOpsError     retrying will not help: the tool said no
             ├── NotFoundError         unknown service, DC, artifact or action
             ├── QuotaError            the compute API has no quota left
@@ -72,6 +73,10 @@ class OpsError(ReviveError):
 
 class TransientOpsError(OpsError):
     """Worth retrying later: a timeout, a 5xx, every replica unreachable."""
+
+
+class NoDataError(TransientOpsError):
+    """The metrics tool has no series for what was asked (yet): hold, never read it as 0."""
 
 
 class PermanentOpsError(OpsError):

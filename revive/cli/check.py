@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+from typing import Annotated
+
 import typer
 from rich import box
 from rich.markup import escape
@@ -15,7 +19,9 @@ from revive.cli.common import (
     out,
     print_json,
 )
+from revive.ops.toolbox import SIM_URL_ENV
 from revive.readiness import Report, Severity, run_check
+from revive.readiness.probe import probe_findings
 
 STYLE = {Severity.error: "bold red", Severity.warning: "yellow", Severity.info: "cyan"}
 
@@ -23,9 +29,16 @@ STYLE = {Severity.error: "bold red", Severity.warning: "yellow", Severity.info: 
 def check(
     topology: TopologyOption = DEFAULT_TOPOLOGY,
     as_json: JsonOption = False,
+    probe: Annotated[bool, typer.Option(
+        "--probe", help="Also ask every replica of every ops tool whether it answers "
+        f"(simulator tools only with ${SIM_URL_ENV}).")] = False,
 ) -> None:
     """Report readiness findings. Exit 0 without errors, 1 with errors, 2 on invalid input."""
-    report = run_check(load_topology(topology))
+    estate = load_topology(topology)
+    extra = []
+    if probe:
+        extra = asyncio.run(probe_findings(estate, sim_url=os.environ.get(SIM_URL_ENV)))
+    report = run_check(estate, extra)
     if as_json:
         print_json(report)
     else:

@@ -30,6 +30,8 @@ class ActionRef(BaseModel):
     id: str
     kind: str
     target: str
+    tool: str = ""
+    """The ops tool that started it (the clock asks that tool's adapter); empty: simulator."""
 
 
 class ActionState(StrEnum):

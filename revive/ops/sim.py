@@ -16,6 +16,7 @@ import httpx
 from revive.errors import (
     ConflictError,
     DependencyError,
+    InputError,
     NotFoundError,
     PermanentOpsError,
     QuotaError,
@@ -23,8 +24,10 @@ from revive.errors import (
 )
 from revive.ops.endpoint import ReplicatedEndpoint
 from revive.ops.models import ActionRef, ActionState, ActionStatus, RetryPolicy, ServiceState
+from revive.ops.plugins import Adapter, Factory, ToolContext
 from revive.ramp import Sample
 from revive.sim.metrics import SAMPLE_METRICS, read_sample
+from revive.topology.models import ToolKind
 
 _ERRORS: dict[str, type[PermanentOpsError]] = {
     "UnknownTarget": NotFoundError,
@@ -71,6 +74,11 @@ class _SimAdapter:
         )
         body = _checked(response, tool=self.endpoint.tool, target=target)
         return ActionRef(id=body["action"], kind=kind, target=target)
+
+    async def probe(self) -> dict[str, bool]:
+        """Which of this tool's replicas answer, as the simulated estate has them."""
+        body = await self._call("GET", "/tools", target=self.endpoint.tool, idempotent=True)
+        return dict(body["tools"].get(self.endpoint.tool, {}))
 
     async def aclose(self) -> None:
         await self.endpoint.aclose()
@@ -250,3 +258,41 @@ class SimClock(_SimAdapter):
         )
         ended = body.get("ends_at") if state != ActionState.running else None
         return ActionStatus(ref=ref, state=state, error=body.get("error"), ended_at=ended)
+
+
+SIM_KINDS: dict[ToolKind, type[_SimAdapter]] = {
+    ToolKind.compute: SimCompute,
+    ToolKind.deploy: SimServiceControl,
+    ToolKind.registry: SimRegistry,
+    ToolKind.health_checker: SimHealthChecker,
+    ToolKind.traffic: SimTraffic,
+    ToolKind.metrics: SimMetrics,
+    ToolKind.config_store: SimConfigStore,
+    ToolKind.secret_store: SimToolHealth,
+    ToolKind.discovery: SimToolHealth,
+}
+
+#: Set by the run (``sim_url`` or ``$REVIVE_SIM_URL``); named here so messages can say it.
+SIM_URL_ENV = "REVIVE_SIM_URL"
+
+
+def _factory(kind: ToolKind) -> Factory:
+    def make(ctx: ToolContext) -> _SimAdapter:
+        if not ctx.sim_url:
+            raise InputError(
+                f"ops_tools.{ctx.name}.adapter: sim acts on the built-in simulator: set "
+                f"sim_url or ${SIM_URL_ENV}, or choose the adapter of the real tool"
+            )
+        # The simulator routes /r/{tool}/{dc} to that DC's replica of the tool, so failover,
+        # breakers and retries run for real in every drill.
+        replicas = {dc: f"{ctx.sim_url}/r/{ctx.name}/{dc}" for dc in ctx.tool.replicas}
+        return SIM_KINDS[kind](ctx.endpoint(replicas or {"sim": ctx.sim_url}))
+
+    return make
+
+
+ADAPTER = Adapter(
+    name="sim",
+    kinds={**{kind: _factory(kind) for kind in SIM_KINDS}, ToolKind.chat: None},
+    summary="the built-in simulator (drills): every kind, virtual time",
+)

@@ -64,13 +64,14 @@ def dc_states(topology: Topology, *, sim_url: str | None,
     """Per DC: its traffic share and how many of its services have a healthy instance.
 
     Returns (rows, problem): no rows and the reason when the tools cannot be asked."""
-    if not sim_url:
-        return [], f"no ops tools configured (set {SIM_URL_ENV})"
+    from revive.ops.toolbox import build_toolbox
+
+    try:
+        tools = build_toolbox(topology, sim_url=sim_url, run_dc=None, timeout_s=timeout_s / 2)
+    except ReviveError as exc:
+        return [], f"no ops tools configured ({exc})"
 
     async def ask() -> list[dict[str, Any]]:
-        from revive.ops.toolbox import build_toolbox
-
-        tools = build_toolbox(topology, sim_url=sim_url, run_dc=None, timeout_s=timeout_s / 2)
         try:
             try:
                 weights: dict[str, float] | None = await tools.traffic.weights()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -105,6 +105,8 @@ class OpsTool(Strict):
     kind: ToolKind
     adapter: Name = "sim"
     replicas: dict[Name, Name] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """The adapter's own settings, validated by the adapter (``revive.ops.plugins``)."""
 
 
 class Dependency(Strict):

@@ -22,7 +22,16 @@ def find_problems(topology: Topology) -> list[Problem]:
         *_hard_cycles(topology),
         *_roles(topology),
         *_simulation(topology),
+        *_adapters(topology),
     ]
+
+
+def _adapters(topology: Topology) -> Iterator[Problem]:
+    """Each tool's adapter is installed, serves the tool's kind and accepts its settings."""
+    from revive.ops.plugins import tool_problems  # the ops layer builds on the topology
+
+    for name, tool in topology.ops_tools.items():
+        yield from tool_problems(name, tool)
 
 
 def _simulation(topology: Topology) -> Iterator[Problem]:

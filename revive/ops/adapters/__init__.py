@@ -1,0 +1,1 @@
+"""The built-in adapters for real ops tools, one module per tool (see ``revive.ops.plugins``)."""
