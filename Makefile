@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/priority.py
 	$(BIN)/python bench/ramp.py
 	$(BIN)/python bench/restart.py
+	$(BIN)/python bench/adapters.py
 	$(BIN)/python bench/slack_ack.py
 
 clean:
