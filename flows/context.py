@@ -70,6 +70,15 @@ def checked(params: RunbookParams, runbook: str) -> tuple[Topology, str]:
     return topology, params.run_dc(topology)
 
 
+def tools_for(params: RunbookParams, topology: Topology) -> Toolbox:
+    """The run's adapters, as its parameters and the environment choose them.
+
+    Building opens no connection, so the CLI calls this to refuse a run whose tools cannot
+    be had (exit 2) before anything starts; the flow builds its own the same way."""
+    sim_url = params.sim_url or os.environ.get(SIM_URL_ENV)
+    return build_toolbox(topology, sim_url=sim_url, run_dc=params.run_from_dc)
+
+
 def known_dc(topology: Topology, key: str, dc: str | None) -> str:
     """``dc`` if the topology declares it; invalid input naming ``key`` otherwise."""
     names = ", ".join(topology.dc_names)
@@ -275,8 +284,7 @@ async def open_run(
     topology, run_dc = checked(params, runbook)
     own_tools = tools is None
     if tools is None:  # built before the run is recorded: a wrong tool starts nothing
-        sim_url = params.sim_url or os.environ.get(SIM_URL_ENV)
-        tools = build_toolbox(topology, sim_url=sim_url, run_dc=params.run_from_dc)
+        tools = tools_for(params, topology)
     flow_run = FlowRunContext.get()
     run = RunSession.start(
         prefect_flow_run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,

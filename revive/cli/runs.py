@@ -130,9 +130,11 @@ def run(
         except ValidationError as exc:
             raise InputError(_validation_message(exc)) from None
         if hasattr(params, "run_dc"):  # the DCs and the database, as the run will judge them
-            from flows.context import checked
+            from flows.context import checked, tools_for
 
-            checked(params, ALIASES.get(runbook, runbook))
+            topology, _ = checked(params, ALIASES.get(runbook, runbook))
+            if not dry_run:  # and its tools: a tool that cannot be had starts nothing
+                tools_for(params, topology)
     from revive.cli.live import live_progress
     from revive.runs import ActiveRunError
 

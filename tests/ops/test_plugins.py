@@ -147,3 +147,16 @@ def test_a_teams_own_package_adds_an_adapter_without_editing_revive(tmp_path: Pa
     assert "MyGslb eu False" in out
     assert "{'tier0': {'dc1': 1.0, 'dc2': 0.0}}" in out
     assert "ops_tools.gslb.settings.zone: required" in out
+
+
+def test_revive_run_refuses_a_run_whose_tools_cannot_be_had_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REVIVE_SIM_URL", raising=False)
+    store = tmp_path / "revive.db"
+    monkeypatch.setenv("REVIVE_DATABASE_URL", f"sqlite:///{store}")
+    result = runner.invoke(app, ["run", "failover", "lost_dc=dc1"])
+    assert result.exit_code == 2, result.output
+    assert "ops_tools.vault.adapter: sim acts on the built-in simulator" in result.stderr
+    assert "Traceback" not in result.output
+    assert not store.exists()  # no run was recorded

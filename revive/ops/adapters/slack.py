@@ -1,5 +1,5 @@
 """Slack as a declared chat tool: revive's chat sink is configured from the environment
-(``SLACK_BOT_TOKEN``, ``REVIVE_SLACK_CHANNEL``), so the topology entry only records that the
+(``REVIVE_SLACK_BOT_TOKEN``, ``REVIVE_SLACK_CHANNEL``), so the topology entry only records that the
 tool exists and where its replicas are, for the readiness check's replica rules."""
 
 from revive.ops.plugins import Adapter
