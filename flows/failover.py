@@ -31,6 +31,7 @@ from revive.planning.recovery import Survey, recovery_graph
 from revive.planning.restart import DEFAULT_MAX_PARALLEL
 from revive.planning.shares import ClassWeights, default_weights
 from revive.ramp import RampPolicy
+from revive.ramp.pacing import pacing
 from revive.readiness import Severity, run_check
 from revive.render import render
 from revive.topology import Topology
@@ -94,12 +95,15 @@ async def run_failover(ctx: RunContext, params: FailoverParams) -> dict:
         return {"planned": True, "findings": len(report.findings),
                 "steps": [_step_row(s, timings) for s in steps]}
     ctx.plan_steps(len(steps))
-    mover = TrafficMover(ctx, lost_dc=lost, target_dcs=targets, policy=params.policy,
+    estate_pacing = pacing(ctx.topology.ramp)  # the estate's own pacing; a given policy wins
+    policy = params.policy if "policy" in params.model_fields_set else estate_pacing.policy()
+    mover = TrafficMover(ctx, lost_dc=lost, target_dcs=targets, policy=policy,
                          retry_policy=params.retry_policy)
     graph = GraphRun(ctx, Scheduler(steps, pools), survey, mover,
                      approval_question=f"move {lost}'s traffic into {into}?",
                      approval_timeout_s=params.approval_timeout_s,
-                     max_ramp_s=params.max_ramp_s)
+                     max_ramp_s=params.max_ramp_s,
+                     scrape_interval_s=estate_pacing.scrape_interval_s or 10.0)
     started = await ctx.tools.clock.now()
     await graph.run()
     for key, why in graph.failed().items():

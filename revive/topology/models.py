@@ -196,6 +196,9 @@ class Topology(Strict):
     ops_tools: dict[Name, OpsTool] = Field(default_factory=dict)
     services: list[Service] = Field(min_length=1)
     simulation: SimConfig = Field(default_factory=SimConfig)
+    ramp: dict[str, Any] = Field(default_factory=dict)
+    """The warm-up ramp's pacing for this estate: ``RampPolicy`` fields and
+    ``scrape_interval_s`` (checked in ``validate``); a run's own parameters win."""
 
     @field_validator("tier_policy", mode="after")
     @classmethod

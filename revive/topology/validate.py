@@ -23,7 +23,22 @@ def find_problems(topology: Topology) -> list[Problem]:
         *_roles(topology),
         *_simulation(topology),
         *_adapters(topology),
+        *_ramp(topology),
     ]
+
+
+def _ramp(topology: Topology) -> Iterator[Problem]:
+    """``ramp:`` holds the ramp policy's fields and the scrape interval, each in range."""
+    from pydantic import ValidationError
+
+    from revive.ramp.pacing import RampPacing
+
+    try:
+        RampPacing.model_validate(topology.ramp)
+    except ValidationError as exc:
+        for err in exc.errors():
+            message = {"extra_forbidden": "unknown key"}.get(err["type"], err["msg"])
+            yield ("ramp", *err["loc"]), message
 
 
 def _adapters(topology: Topology) -> Iterator[Problem]:
