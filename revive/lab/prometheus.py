@@ -1,12 +1,14 @@
-"""Run a real Prometheus on 127.0.0.1: our own config and data directory, never the package's.
+"""Run a real Prometheus on a DC's address: our own config and data directory, never Debian's.
 
 A DC's metrics replica in the lab (and in the adapter's tests) is one ``prometheus`` process
 scraping every DC's exporters, as a real estate replicates its metrics per DC for
 availability. ``start_prometheus`` writes ``prometheus.yml`` into the directory it is given,
-keeps the TSDB under it, listens on the port it is given and returns once that port is
-answered by *this* process (a package's own Prometheus on the same port would be someone
-else's data). Prometheus is ready in a fraction of a second but its first sample only becomes
-queryable after a scrape or two (5-6 s here): ``wait_for_series`` polls for it with a deadline.
+keeps the TSDB under it, listens on the address and port it is given (127.0.0.1 by default;
+in the lab, the DC's namespace address, started there through ``wrap``) and returns once that
+port is answered by *this* process (a package's own Prometheus on the same port would be
+someone else's data). Prometheus is ready in a fraction of a second but its first sample only
+becomes queryable after a scrape or two (5-6 s here): ``wait_for_series`` polls for it with a
+deadline.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import httpx
 import yaml
 
 from revive.lab.daemon import Daemon, DaemonError, port_open, program
+from revive.lab.netns import Wrap
 
 __all__ = ["prometheus_url", "start_prometheus", "wait_for_series", "write_config"]
 
@@ -30,9 +33,9 @@ DATA_DIR = "data"
 LOG_FILE = "prometheus.log"
 
 
-def prometheus_url(port: int) -> str:
-    """The base URL of a lab Prometheus listening on ``port`` (a topology replica address)."""
-    return f"http://{HOST}:{port}"
+def prometheus_url(port: int, host: str = HOST) -> str:
+    """The base URL of a lab Prometheus on ``host``:``port`` (a topology replica address)."""
+    return f"http://{host}:{port}"
 
 
 def write_config(
@@ -85,16 +88,20 @@ def start_prometheus(
     name: str = "prometheus",
     extra_args: Sequence[str] = (),
     timeout_s: float = 30.0,
+    host: str = HOST,
+    wrap: Wrap | None = None,
 ) -> Daemon:
     """Start Prometheus with its config, TSDB and log in ``directory``; return it once ready.
 
-    Raises ``DaemonError`` when ``port`` is already taken (it would not be ours), and
-    ``ProgramMissing`` (a ``DaemonError``) when the ``prometheus`` package is not installed.
-    The caller stops it with ``Daemon.stop()``.
+    It listens on ``host``:``port`` only; ``wrap`` prefixes its command line (``ip netns exec
+    <ns>`` runs it in a DC's namespace, where ``host`` is that DC's address), and readiness
+    is checked from here at ``host``. Raises ``DaemonError`` when ``host``:``port`` is
+    already taken (it would not be ours), and ``ProgramMissing`` (a ``DaemonError``) when the
+    ``prometheus`` package is not installed. The caller stops it with ``Daemon.stop()``.
     """
     binary = program("prometheus", "prometheus")
-    if port_open(port):
-        raise DaemonError(f"{name}: port {HOST}:{port} is already in use; not ours to query")
+    if port_open(port, host):
+        raise DaemonError(f"{name}: port {host}:{port} is already in use; not ours to query")
     directory.mkdir(parents=True, exist_ok=True)
     config = write_config(directory, scrape_targets=scrape_targets,
                           scrape_interval_s=scrape_interval_s, job=job,
@@ -103,12 +110,13 @@ def start_prometheus(
     argv = [
         binary,
         f"--config.file={config}",
-        f"--web.listen-address={HOST}:{port}",
+        f"--web.listen-address={host}:{port}",
         f"--storage.tsdb.path={data}",
         *extra_args,
     ]
-    daemon = Daemon(name, argv, log=directory / LOG_FILE, cwd=directory).start()
-    url = prometheus_url(port)
+    daemon = Daemon(name, wrap(argv) if wrap else argv, log=directory / LOG_FILE,
+                    cwd=directory).start()
+    url = prometheus_url(port, host)
     try:
         daemon.wait_ready(lambda: _is_ours(url, data), timeout_s=timeout_s,
                           what=f"ready on {url}")
@@ -120,7 +128,8 @@ def start_prometheus(
 
 def _is_ours(url: str, data: Path) -> bool:
     """Ready, and the Prometheus on that port keeps its TSDB in our directory."""
-    with httpx.Client(base_url=url, timeout=2.0) as client:
+    # Never through an HTTP proxy from the environment: it would not reach a lab address.
+    with httpx.Client(base_url=url, timeout=2.0, trust_env=False) as client:
         if client.get("/-/ready").status_code != 200:
             return False
         flags = client.get("/api/v1/status/flags").json()["data"]

@@ -1,11 +1,14 @@
-"""A real supervisord for the lab and the adapter tests: our own config, 127.0.0.1, our port.
+"""A real supervisord for the lab and the adapter tests: our own config, address and port.
 
 Why a module of its own: the lab runs one supervisord per DC (the "VMs" a service group runs
 on) and the supervisord adapter's tests run two; both need the same thing written the same
-way: ``[inet_http_server]`` on 127.0.0.1 with basic auth, the XML-RPC interface, program
+way: ``[inet_http_server]`` on one address (127.0.0.1, or in the lab the DC's namespace
+address, supervisord started there through ``wrap``) with basic auth, the XML-RPC interface, program
 files included from ``<dir>/conf.d/*.conf`` (where the adapter drops new programs), logs and
 pidfile inside ``<dir>``, and ``nodaemon=true`` so the ``Daemon`` owns the process and
-stopping it stops supervisord, which stops its programs.
+stopping it stops supervisord, which stops its programs. supervisord hands its own
+environment to its programs and offers it as ``%(ENV_<NAME>)s`` in their ``command=``: the
+``env`` given at start is how a DC's programs learn which DC they are in.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import httpx
 
 from revive.lab.daemon import Daemon, DaemonError, port_open, program
+from revive.lab.netns import Wrap
 from revive.ops.adapters.supervisord import render_program
 
 __all__ = [
@@ -35,19 +39,23 @@ def conf_dir(dir: Path) -> Path:
     return dir / "conf.d"
 
 
-def supervisord_url(port: int) -> str:
+def supervisord_url(port: int, host: str = "127.0.0.1") -> str:
     """The replica address to put in a topology's ``replicas:`` for this supervisord."""
-    return f"http://127.0.0.1:{port}"
+    return f"http://{host}:{port}"
 
 
-def supervisord_conf(dir: Path, *, port: int, username: str, password: str) -> str:
-    """The text of ``supervisord.conf`` for a supervisord whose files all live in ``dir``."""
+def supervisord_conf(dir: Path, *, port: int, username: str, password: str,
+                     host: str = "127.0.0.1") -> str:
+    """The text of ``supervisord.conf`` for a supervisord whose files all live in ``dir``.
+
+    It listens on ``host``:``port`` only, and ``supervisorctl`` is pointed there.
+    """
     for value, what in ((username, "username"), (password, "password")):
         if not value or any(c.isspace() for c in value) or "%" in value:
             raise ValueError(f"supervisord {what} must be non-empty, without spaces or '%'")
     return "\n".join([
         "[inet_http_server]",
-        f"port=127.0.0.1:{port}",
+        f"port={host}:{port}",
         f"username={username}",
         f"password={password}",
         "",
@@ -63,7 +71,7 @@ def supervisord_conf(dir: Path, *, port: int, username: str, password: str) -> s
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
         "",
         "[supervisorctl]",
-        f"serverurl=http://127.0.0.1:{port}",
+        f"serverurl={supervisord_url(port, host)}",
         f"username={username}",
         f"password={password}",
         "",
@@ -74,17 +82,19 @@ def supervisord_conf(dir: Path, *, port: int, username: str, password: str) -> s
 
 
 def rpc(port: int, username: str, password: str, method: str, *params: Any,
-        timeout_s: float = 5.0) -> Any:
-    """One synchronous XML-RPC call to the supervisord on ``port`` (lab and test use only).
+        timeout_s: float = 5.0, host: str = "127.0.0.1") -> Any:
+    """One synchronous XML-RPC call to the supervisord on ``host``:``port`` (lab and tests).
 
     Raises ``xmlrpc.client.Fault`` for supervisord's faults, ``httpx`` errors otherwise.
+    Never through an HTTP proxy from the environment: it would not reach a lab address.
     """
     response = httpx.post(
-        f"{supervisord_url(port)}/RPC2",
+        f"{supervisord_url(port, host)}/RPC2",
         content=xmlrpc.client.dumps(params, method, allow_none=False).encode(),
         headers={"Content-Type": "text/xml"},
         auth=(username, password),
         timeout=timeout_s,
+        trust_env=False,
     )
     response.raise_for_status()
     answer, _ = xmlrpc.client.loads(response.content, use_builtin_types=True)
@@ -98,28 +108,37 @@ def start_supervisord(
     username: str,
     password: str,
     name: str = "supervisord",
+    host: str = "127.0.0.1",
+    wrap: Wrap | None = None,
+    env: Mapping[str, str] | None = None,
     timeout_s: float = 30.0,
 ) -> Daemon:
     """Write ``dir/supervisord.conf`` (and ``dir/conf.d``), start supervisord, wait for it.
 
-    Ready when ``supervisor.getState`` answers RUNNING on 127.0.0.1:``port``. Refuses a port
-    something else already listens on, so a test never drives a supervisord it did not start.
-    Program files already in ``conf_dir(dir)`` are started with it (their ``autostart``).
+    Ready when ``supervisor.getState`` answers RUNNING on ``host``:``port``, asked from here.
+    ``wrap`` prefixes the command line (``ip netns exec <ns>`` runs supervisord, hence its
+    programs, in a DC's namespace, where ``host`` is that DC's address). ``env`` is added to
+    supervisord's environment, which its programs inherit and whose ``%(ENV_<NAME>)s`` their
+    ``command=`` may use. Refuses a port something else already listens on, so a test never
+    drives a supervisord it did not start. Program files already in ``conf_dir(dir)`` are
+    started with it (their ``autostart``).
     """
-    if port_open(port):
-        raise DaemonError(f"{name}: port {port} is already in use by another program")
+    if port_open(port, host):
+        raise DaemonError(f"{name}: port {host}:{port} is already in use by another program")
     dir.mkdir(parents=True, exist_ok=True)
     (dir / "logs").mkdir(exist_ok=True)
     conf_dir(dir).mkdir(exist_ok=True)
     config = dir / "supervisord.conf"
-    config.write_text(supervisord_conf(dir, port=port, username=username, password=password))
+    config.write_text(supervisord_conf(dir, port=port, username=username, password=password,
+                                       host=host))
     config.chmod(0o600)  # it holds the password
     argv = [program("supervisord", "supervisor"), "-n", "-c", str(config)]
-    daemon = Daemon(name, argv, log=dir / "logs" / "stdout.log", cwd=dir)
+    daemon = Daemon(name, wrap(argv) if wrap else argv, log=dir / "logs" / "stdout.log",
+                    cwd=dir, env=dict(env) if env else None)
     daemon.start()
 
     def ready() -> bool:
-        state = rpc(port, username, password, "supervisor.getState", timeout_s=2.0)
+        state = rpc(port, username, password, "supervisor.getState", timeout_s=2.0, host=host)
         return bool(state.get("statename") == "RUNNING")
 
     try:

@@ -1,4 +1,4 @@
-"""Run a real ZooKeeper 3.8 as one DC's config-store node: standalone, 127.0.0.1, our config.
+"""Run a real ZooKeeper 3.8 as one DC's config-store node: standalone, on the DC's address.
 
 The lab runs ONE standalone node per DC (not an ensemble: an ensemble spread over DCs is
 what a burning DC would take down with it), and the ``zookeeper`` adapter writes to every
@@ -6,7 +6,8 @@ node. Debian's ``zkServer.sh`` cannot be used: it has no SLF4J binding (so no lo
 its admin server (Jetty) crashes at start. ``start_zookeeper`` therefore starts the server
 class itself with ``slf4j-simple`` on the class path, the admin server off and the
 four-letter words the adapter's probe needs whitelisted, and returns once ``ruok`` answers
-``imok`` and ``srvr`` says the node serves.
+``imok`` and ``srvr`` says the node serves. It listens on 127.0.0.1 unless given a ``host``
+(in the lab, the DC's namespace address, started there through ``wrap``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import socket
 from pathlib import Path
 
 from revive.lab.daemon import Daemon, DaemonError, ProgramMissing, port_open, program
+from revive.lab.netns import Wrap
 
 #: Where Debian's ``zookeeper`` package puts the server (its manifest names the other jars).
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
@@ -25,14 +27,15 @@ MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 FOUR_LETTER_WORDS = ("ruok", "srvr", "mntr", "stat", "envi")
 
 
-def zookeeper_config(*, data_dir: Path, port: int, tick_ms: int = 2000) -> str:
-    """The text of ``zoo.cfg`` for one standalone node listening on 127.0.0.1:``port``."""
+def zookeeper_config(*, data_dir: Path, port: int, tick_ms: int = 2000,
+                     host: str = "127.0.0.1") -> str:
+    """The text of ``zoo.cfg`` for one standalone node listening on ``host``:``port`` only."""
     return "\n".join([
         "# standalone ZooKeeper node, written by revive.lab.zookeeper",
         f"tickTime={tick_ms}",
         f"dataDir={data_dir}",
         f"clientPort={port}",
-        "clientPortAddress=127.0.0.1",
+        f"clientPortAddress={host}",
         "maxClientCnxns=100",
         # The Jetty admin server crashes with Debian's jars, and nothing here needs it.
         "admin.enableServer=false",
@@ -70,26 +73,31 @@ def start_zookeeper(
     *,
     port: int,
     name: str = "zookeeper",
+    host: str = "127.0.0.1",
+    wrap: Wrap | None = None,
     heap_mb: int = 256,
     timeout_s: float = 60.0,
 ) -> Daemon:
     """Start one standalone node with its config, data and log in ``dir``; return it ready.
 
-    Restarting with the same ``dir`` and ``port`` brings the node back with its data (a DC
-    coming back). Raises ``ProgramMissing`` when java or the jars are not installed, and
-    ``DaemonError`` when ``port`` is already taken or the node is not serving in time.
+    It listens on ``host``:``port``; ``wrap`` prefixes its command line (``ip netns exec
+    <ns>`` runs it in a DC's namespace, where ``host`` is that DC's address), and readiness
+    is asked from here at ``host``. Restarting with the same ``dir`` and ``port`` brings the
+    node back with its data (a DC coming back). Raises ``ProgramMissing`` when java or the
+    jars are not installed, and ``DaemonError`` when ``host``:``port`` is already taken or
+    the node is not serving in time.
     """
     java = program("java", "default-jre-headless")
     for jar in (ZOOKEEPER_JAR, SLF4J_SIMPLE_JAR):
         if not jar.exists():
             raise ProgramMissing(str(jar), "zookeeper")
-    if port_open(port):
-        raise DaemonError(f"{name}: port {port} is already in use; it would not be ours")
+    if port_open(port, host):
+        raise DaemonError(f"{name}: port {host}:{port} is already in use; it would not be ours")
     dir.mkdir(parents=True, exist_ok=True)
     data_dir = dir / "data"
     data_dir.mkdir(exist_ok=True)
     config = dir / "zoo.cfg"
-    config.write_text(zookeeper_config(data_dir=data_dir, port=port))
+    config.write_text(zookeeper_config(data_dir=data_dir, port=port, host=host))
     argv = [
         java,
         f"-Xmx{heap_mb}m",
@@ -100,10 +108,11 @@ def start_zookeeper(
         MAIN_CLASS,
         str(config),
     ]
-    daemon = Daemon(name, argv, log=dir / f"{name}.log", cwd=dir).start()
+    daemon = Daemon(name, wrap(argv) if wrap else argv, log=dir / f"{name}.log",
+                    cwd=dir).start()
     try:
-        daemon.wait_ready(lambda: serving(port), timeout_s=timeout_s,
-                          what=f"serving on 127.0.0.1:{port}")
+        daemon.wait_ready(lambda: serving(port, host=host), timeout_s=timeout_s,
+                          what=f"serving on {host}:{port}")
     except BaseException:
         daemon.stop()
         raise

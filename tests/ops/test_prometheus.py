@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 
 from revive.errors import NoDataError, PermanentOpsError, TopologyError, TransientOpsError
-from revive.lab.daemon import Daemon, free_port
+from revive.lab.daemon import Daemon, free_port, port_open
 from revive.lab.prometheus import prometheus_url, start_prometheus, wait_for_series
 from revive.ops import plugins
 from revive.ops.adapters.prometheus import ADAPTER, PrometheusMetrics, PrometheusSettings
@@ -534,3 +535,24 @@ def test_dc_queries_required_when_queries_use_class() -> None:
 def test_wrong_settings_are_located(settings: dict[str, Any], where: str, why: str) -> None:
     found = problems(**settings)
     assert f"ops_tools.{TOOL}.settings.{where}:" in found and why in found
+
+
+def test_start_prometheus_binds_the_given_host_through_the_wrapped_command(
+        tmp_path: Path) -> None:
+    """``host`` is the only address it listens on; ``wrap``'s command line is what runs."""
+    require("prometheus", "prometheus")
+    host, port = "127.0.0.2", free_port()  # another loopback address: no namespace needed
+    daemon = start_prometheus(tmp_path / "p", port=port, scrape_targets=[f"{host}:{port}"],
+                              host=host,
+                              wrap=lambda argv: ["env", "REVIVE_WRAPPED=prometheus", *argv])
+    try:
+        url = prometheus_url(port, host)
+        assert url == f"http://{host}:{port}"
+        assert httpx.get(f"{url}/-/ready", timeout=5).status_code == 200
+        assert not port_open(port, "127.0.0.1")
+        assert daemon.argv[:2] == ["env", "REVIVE_WRAPPED=prometheus"]
+        environ = Path(f"/proc/{daemon.pid}/environ").read_bytes().split(b"\0")
+        assert b"REVIVE_WRAPPED=prometheus" in environ  # env exec'd prometheus: same pid
+    finally:
+        daemon.stop()
+    assert not daemon.alive()

@@ -24,7 +24,7 @@ from revive.errors import (
     TopologyError,
     TransientOpsError,
 )
-from revive.lab.daemon import Daemon, DaemonError, free_port
+from revive.lab.daemon import Daemon, DaemonError, free_port, port_open
 from revive.lab.registry import registry_url, start_registry
 from revive.ops import plugins
 from revive.ops.adapters import oci, registry_v2
@@ -463,3 +463,21 @@ def test_start_registry_refuses_a_port_it_does_not_own(tmp_path: Path) -> None:
     with (replica_servers("busy") as servers,
           pytest.raises(DaemonError, match="already in use")):
         start_registry(tmp_path / "r", port=servers["busy"].port)
+
+
+def test_start_registry_binds_the_given_host_through_the_wrapped_command(tmp_path: Path) -> None:
+    """``host`` is the only address it listens on; ``wrap``'s command line is what runs."""
+    require("docker-registry", "docker-registry")
+    host, port = "127.0.0.2", free_port()  # another loopback address: no namespace needed
+    daemon = start_registry(tmp_path / "r", port=port, host=host,
+                            wrap=lambda argv: ["env", "REVIVE_WRAPPED=registry", *argv])
+    try:
+        assert registry_url(port, host) == f"http://{host}:{port}"
+        assert httpx.get(f"{registry_url(port, host)}/v2/", timeout=5).status_code == 200
+        assert not port_open(port, "127.0.0.1")
+        assert daemon.argv[:2] == ["env", "REVIVE_WRAPPED=registry"]
+        environ = Path(f"/proc/{daemon.pid}/environ").read_bytes().split(b"\0")
+        assert b"REVIVE_WRAPPED=registry" in environ  # env exec'd the registry: same pid
+    finally:
+        daemon.stop()
+    assert not daemon.alive()

@@ -29,12 +29,17 @@ from revive.errors import (
     TopologyError,
     TransientOpsError,
 )
-from revive.lab.daemon import Daemon, free_port, port_open
+from revive.lab.daemon import Daemon, free_port, pid_alive, port_open
 from revive.lab.registry import registry_url, start_registry
-from revive.lab.supervisor import start_supervisord, write_program
+from revive.lab.supervisor import rpc, start_supervisord, supervisord_url, write_program
 from revive.ops import plugins
 from revive.ops.adapters import oci, supervisord
-from revive.ops.adapters.supervisord import Supervisord, UnsafeArtifact, unpack_tarball
+from revive.ops.adapters.supervisord import (
+    ProgramSettings,
+    Supervisord,
+    UnsafeArtifact,
+    unpack_tarball,
+)
 from revive.ops.interfaces import Compute, ServiceControl
 from revive.ops.models import ActionRef, ActionState
 from revive.topology import loads
@@ -462,6 +467,45 @@ def test_an_unknown_action_is_not_found(lab: Estate) -> None:
             await built.aclose()
 
     run(main())
+
+
+# --- starting supervisord on a DC's address -----------------------------------------------
+
+
+def test_start_supervisord_on_a_host_through_wrap_hands_env_to_its_programs(
+        tmp_path: Path) -> None:
+    """``env`` reaches the programs, as ``$LAB_DC`` and as ``%(ENV_LAB_DC)s`` in ``command=``.
+
+    ``host`` is the only address it listens on; ``wrap``'s command line is what runs.
+    """
+    require("supervisord", "supervisor")
+    host, port = "127.0.0.2", free_port()  # another loopback address: no namespace needed
+    seen = tmp_path / "dc.txt"
+    command = f"sh -c 'echo \"%(ENV_LAB_DC)s $LAB_DC\" > {seen} && exec sleep 600'"
+    assert ProgramSettings(command=command).command == command  # the adapter accepts it too
+    write_program(tmp_path / "sv", "where", command, startsecs=0)
+    daemon = start_supervisord(tmp_path / "sv", port=port, username=USER, password=PASSWORD,
+                               name="supervisord-host", host=host, env={"LAB_DC": "dc7"},
+                               wrap=lambda argv: ["env", "REVIVE_WRAPPED=supervisord", *argv])
+    child = 0
+    try:
+        assert supervisord_url(port, host) == f"http://{host}:{port}"
+        assert rpc(port, USER, PASSWORD, "supervisor.getState", host=host)["statename"] == \
+            "RUNNING"
+        assert not port_open(port, "127.0.0.1")
+        assert daemon.argv[:2] == ["env", "REVIVE_WRAPPED=supervisord"]
+
+        def running() -> dict[str, Any] | None:
+            info = rpc(port, USER, PASSWORD, "supervisor.getProcessInfo", "where", host=host)
+            written = seen.exists() and seen.read_text().strip()
+            return info if info["statename"] == "RUNNING" and written else None
+
+        child = wait_until(running, "the program RUNNING, its file written")["pid"]
+        assert seen.read_text().split() == ["dc7", "dc7"]
+    finally:
+        daemon.stop()
+    assert not daemon.alive()
+    assert child and not pid_alive(child)
 
 
 # --- settings ------------------------------------------------------------------------------

@@ -33,8 +33,14 @@ from revive.errors import (
     TopologyError,
     TransientOpsError,
 )
-from revive.lab.daemon import Daemon, free_port
-from revive.lab.zookeeper import SLF4J_SIMPLE_JAR, ZOOKEEPER_JAR, start_zookeeper
+from revive.lab.daemon import Daemon, free_port, port_open
+from revive.lab.zookeeper import (
+    SLF4J_SIMPLE_JAR,
+    ZOOKEEPER_JAR,
+    serving,
+    start_zookeeper,
+    zookeeper_config,
+)
 from revive.ops import plugins
 from revive.ops.adapters import zookeeper as zk_adapter
 from revive.ops.adapters.zookeeper import ClientFactory, ZooKeeperStore
@@ -568,3 +574,29 @@ def test_the_adapter_is_found_through_its_entry_point_for_both_kinds() -> None:
     assert found is zk_adapter.ADAPTER
     assert found.factory(ToolKind.config_store) is not None
     assert found.factory(ToolKind.discovery) is not None
+
+
+def test_zoo_cfg_binds_the_given_host_only(tmp_path: Path) -> None:
+    text = zookeeper_config(data_dir=tmp_path, port=2181, host="10.213.7.11")
+    assert "clientPortAddress=10.213.7.11" in text.splitlines()
+    assert "clientPortAddress=127.0.0.1" in zookeeper_config(data_dir=tmp_path, port=2181)
+
+
+def test_start_zookeeper_binds_the_given_host_through_the_wrapped_command(
+        tmp_path: Path) -> None:
+    """``host`` is the only address it listens on; ``wrap``'s command line is what runs."""
+    require("java", "default-jre-headless")
+    require(ZOOKEEPER_JAR.name, "zookeeper", paths=(str(ZOOKEEPER_JAR),))
+    require(SLF4J_SIMPLE_JAR.name, "libslf4j-java", paths=(str(SLF4J_SIMPLE_JAR),))
+    host, port = "127.0.0.2", free_port()  # another loopback address: no namespace needed
+    daemon = start_zookeeper(tmp_path / "zk", port=port, host=host, name="zookeeper-host",
+                             wrap=lambda argv: ["env", "REVIVE_WRAPPED=zookeeper", *argv])
+    try:
+        assert serving(port, host=host)
+        assert not port_open(port, "127.0.0.1")
+        assert daemon.argv[:2] == ["env", "REVIVE_WRAPPED=zookeeper"]
+        environ = Path(f"/proc/{daemon.pid}/environ").read_bytes().split(b"\0")
+        assert b"REVIVE_WRAPPED=zookeeper" in environ  # env exec'd java: same pid
+    finally:
+        daemon.stop()
+    assert not daemon.alive()
