@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from revive.cli import check, db, plan, runs, serve, sim, slack
+from revive.cli import check, db, lab, plan, runs, serve, sim, slack
 
 app = typer.Typer(
     name="revive",
@@ -25,6 +25,7 @@ app.add_typer(plan.app, name="plan")
 app.add_typer(db.app, name="db")
 app.add_typer(sim.app, name="sim")
 app.add_typer(slack.app, name="slack")
+app.add_typer(lab.app, name="lab")
 
 
 #: Seconds a command waits for the temporary Prefect server it starts when no
