@@ -267,8 +267,9 @@ class RunContext:
         await self.chat.update(self.card())
 
     async def tick(self) -> None:
-        """Refresh simulated time from the clock, then push progress."""
-        self.run.progress.sim_time = await self.tools.clock.now()
+        """Refresh simulated time from the clock (on the simulator), then push progress."""
+        if getattr(self.tools, "simulated", True):
+            self.run.progress.sim_time = await self.tools.clock.now()
         await self.push()
 
 

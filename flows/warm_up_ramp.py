@@ -26,7 +26,7 @@ from flows.context import RunbookParams, RunContext, open_run, the_lost_dc
 from revive.ops.models import RetryPolicy
 from revive.planning.shares import dc_load_share
 from revive.ramp import FeatureCandidate, RampPolicy
-from revive.ramp.classes import ClassRamp, RampMemory, next_round
+from revive.ramp.classes import ClassRamp, RampMemory, Round, next_round
 from tasks.config_store import feature_flags, push_retry_policy, set_feature_flag
 from tasks.metrics import scrape_class_metrics
 from tasks.traffic import set_class_weights, traffic_class_weights
@@ -67,6 +67,8 @@ class TrafficMover:
         self.memory = RampMemory(target_dcs)
         self.started_at: float | None = None
         self.result = "timeout"
+        self.holds: dict[str, int] = {}
+        """Rounds a class could have moved and held, by the controller's reason."""
         self._prepared = False
 
     async def push_retry_policy(self) -> None:
@@ -111,16 +113,20 @@ class TrafficMover:
             return
         known = self.ctx.topology.traffic_classes
         lanes = [(c, dc) for c in new for dc in [*self.targets, self.lost]]
-        samples = await scrape_class_metrics(self.ctx.tools.metrics, lanes)
+        samples = await scrape_class_metrics(self.ctx.tools.metrics, lanes,
+                                             self._idle(lanes))
         for c in new:
             ramp = ClassRamp.start(c, known[c].priority, self.lost, self.targets,
                                    self.before[c], known[c].load_share)
-            moving_error = samples[c, self.lost].error_rate
+            # A lost DC with no metrics at all (burnt, cut off) fails all of its users.
+            lost = samples.get((c, self.lost))
+            moving_error = 1.0 if lost is None else lost.error_rate
             for lane in ramp.lanes:
                 # Where the class had no users, there is nobody to protect: the ramp must
                 # not make the moving users worse off than they were in the lost DC.
                 had_users = self.before[c].get(lane.dc, 0.0) > 0
-                lane.baseline_error = max(samples[c, lane.dc].error_rate,
+                own = samples.get((c, lane.dc))
+                lane.baseline_error = max(0.0 if own is None else own.error_rate,
                                           0.0 if had_users else moving_error)
             self.ramps[c] = ramp
         self.started_at = self.started_at if self.started_at is not None else now
@@ -135,9 +141,14 @@ class TrafficMover:
     async def step(self, now: float) -> None:
         """One scrape round: samples for every active lane, then the round's moves."""
         ctx, tools = self.ctx, self.ctx.tools
-        active = [r for r in self.ramps.values()]
-        lanes = [(r.name, lane.dc) for r in active for lane in r.lanes]
-        samples = await scrape_class_metrics(tools.metrics, lanes) if lanes else {}
+        lanes = [(r.name, lane.dc) for r in self.ramps.values() for lane in r.lanes]
+        samples = (await scrape_class_metrics(tools.metrics, lanes, self._idle(lanes))
+                   if lanes else {})
+        # No data for a lane: its class holds this round (and what is less important waits
+        # behind it); its old samples must not stand in for new ones.
+        blind = [r for r in self.ramps.values()
+                 if any((r.name, lane.dc) not in samples for lane in r.lanes)]
+        active = [r for r in self.ramps.values() if r not in blind]
         for ramp in active:
             for lane in ramp.lanes:
                 lane.samples.append(samples[ramp.name, lane.dc])
@@ -147,9 +158,11 @@ class TrafficMover:
         decided = next_round(active, policy=self.policy, now=now,
                              last_change=memory.last_change, last_progress=memory.last_progress,
                              dc_load=self.dc_load(), dc_changes=memory.dc_changes,
-                             features_off=self.features if all_started else (),
+                             features_off=self.features if all_started and not blind else (),
                              not_started=[known[c].priority for c in self.to_move
-                                          if c not in self.ramps])
+                                          if c not in self.ramps]
+                             + [r.priority for r in blind if not r.complete])
+        self._count_holds(blind, active, decided)
         if decided.stalled is not None:
             await ctx.warn("ramp", f"STALLED: {decided.stalled}")
             self.result = "stalled"
@@ -171,6 +184,23 @@ class TrafficMover:
             self.result = "full"
         ctx.run.progress.set(current="ramp " + ", ".join(
             f"{r.name} {r.moved:.0%}" for r in self.ramps.values()))
+
+    def _idle(self, lanes: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Lanes the class sends no users to now: nothing of the class to measure there."""
+        weights = self.weights()
+        return {(c, dc) for c, dc in lanes if weights.get(c, {}).get(dc, 0.0) <= 0.0}
+
+    def _count_holds(self, blind: list[ClassRamp], active: list[ClassRamp],
+                     decided: Round) -> None:
+        """A hold: a class free to move (not waiting its turn) that did not, by reason."""
+        for ramp in blind:
+            if not ramp.complete:
+                self.holds["no data"] = self.holds.get("no data", 0) + 1
+        for ramp in active:
+            reason = decided.reasons.get(ramp.name, "")
+            if ramp.complete or ramp.name in decided.moves or reason.startswith("waiting"):
+                continue
+            self.holds[reason] = self.holds.get(reason, 0) + 1
 
     def weights(self) -> dict[str, dict[str, float]]:
         """Every class's weights per DC as the ramp has set them so far."""
@@ -201,6 +231,7 @@ class TrafficMover:
         weights = self.weights()
         return {
             "result": self.result, "share": self.moved, "seconds": took, "weights": weights,
+            "holds": sum(self.holds.values()), "holds_by_reason": dict(self.holds),
             "classes": {c: r.moved for c, r in self.ramps.items()},
             "samples": {c: {lane.dc: [s.model_dump() for s in lane.samples] for lane in r.lanes}
                         for c, r in self.ramps.items()},

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Collection
+
 from prefect import task
 
+from revive.errors import NoDataError
 from revive.ops.interfaces import Metrics
 from revive.ramp import Sample
 from tasks.options import OPS
@@ -16,7 +20,27 @@ async def scrape_metrics(metrics: Metrics, dc: str) -> Sample:
 
 @task(name="scrape_class_metrics", task_run_name="scrape {lanes}", **OPS)
 async def scrape_class_metrics(
-    metrics: Metrics, lanes: list[tuple[str, str]]
+    metrics: Metrics, lanes: list[tuple[str, str]], idle: Collection[tuple[str, str]] = ()
 ) -> dict[tuple[str, str], Sample]:
-    """One scrape round: a sample per (class, DC) lane, in one task run per round."""
-    return {(cls, dc): await metrics.class_sample(cls, dc) for cls, dc in lanes}
+    """One scrape round: a sample per (class, DC) lane, the lanes asked together.
+
+    A lane the metrics tool has no data for is left out: the caller holds it ("no data" is
+    never 0). Except an ``idle`` lane, one the class sends no users to: it has nothing of
+    its own to measure (no errors, no latency), so it reads the DC's shared database from
+    the DC-level sample, with the class's own figures at 0."""
+
+    async def one(cls: str, dc: str) -> Sample | None:
+        try:
+            return await metrics.class_sample(cls, dc)
+        except NoDataError:
+            if (cls, dc) not in idle:
+                return None
+        try:
+            shared = await metrics.sample(dc)
+        except NoDataError:
+            return None
+        return Sample(t=shared.t, share=0.0, db_util=shared.db_util, p99_ms=0.0,
+                      error_rate=0.0, retry_ratio=shared.retry_ratio, cache_hit_ratio=0.0)
+
+    got = await asyncio.gather(*(one(cls, dc) for cls, dc in lanes))
+    return {lane: sample for lane, sample in zip(lanes, got, strict=True) if sample is not None}

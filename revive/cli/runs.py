@@ -272,14 +272,26 @@ def drill(
         str | None,
         typer.Option("--lost-dc", help="The DC the fault takes out (default: the first DC)."),
     ] = None,
+    target: Annotated[str, typer.Option(
+        "--target", help="simulator (default), or lab: the processes `revive lab up` started."
+    )] = "simulator",
+    lab_dir: Annotated[str | None, typer.Option(
+        "--lab-dir", help="With --target lab: the lab's directory (default: the last one up)."
+    )] = None,
 ) -> None:
-    """A DR drill on the built-in simulator; prints the report directory last."""
+    """A DR drill on the built-in simulator, or on the lab; prints the report directory last."""
     quiet_prefect()
     from flows.drill import DrillParams
     from flows.drill import drill as drill_flow
     from revive.cli.live import live_progress
     from revive.drill.scenarios import SCENARIOS
 
+    if target not in ("simulator", "lab"):
+        with user_errors():
+            raise InputError(f"--target: {target!r} is not simulator or lab")
+    if target == "lab":
+        _lab_drill(scenario, lost_dc, out_dir, lab_dir)
+        return
     with user_errors():
         if scenario not in SCENARIOS:
             raise InputError(f"unknown scenario {scenario!r} (known: {', '.join(SCENARIOS)})")
@@ -298,5 +310,27 @@ def drill(
                     for k, v in result["rto_seconds"].items())
     out.print(f"outcome: {result['outcome']}; RTO {rto}; peak DB util "
               f"{result['peak_db_util']:.2f}; breach seconds {result['breach_seconds']}")
+    out.print(result["headline"], markup=False)
+    typer.echo(result["out"])
+
+
+def _lab_drill(scenario: str, lost_dc: str | None, out_dir: str | None,
+               lab_dir: str | None) -> None:
+    from flows.lab_drill import LabDrillParams, lab_drill, lab_state
+    from revive.cli.live import live_progress
+
+    with user_errors():
+        if scenario not in ("dc-fire", "partition"):
+            raise InputError(f"--scenario: the lab has dc-fire and partition, not {scenario!r}")
+        params = LabDrillParams(lab_dir=lab_dir, scenario=scenario, lost_dc=lost_dc,
+                                out=out_dir, triggered_by=whoami(), trigger="cli")
+        lab_state(params)  # the lab is up and the DC is one of its own: before anything starts
+    with live_progress(f"lab drill {scenario}"):
+        result = asyncio.run(lab_drill(params))
+    rto = ", ".join(f"{k} {'never' if v is None else f'{v:.0f} s'}"
+                    for k, v in result["rto_seconds"].items())
+    out.print(f"outcome: {result['outcome']}; RTO {rto}; peak DB util "
+              f"{result['peak_db_util']:.2f}; ramp holds {result['ramp_holds']}; wall "
+              f"{result['wall_seconds']:.0f} s")
     out.print(result["headline"], markup=False)
     typer.echo(result["out"])

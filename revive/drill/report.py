@@ -134,6 +134,11 @@ class DrillReport(_Model):
     """GSLB weights per traffic class and DC when the drill ended."""
     simulation: dict[str, Any] = {}
     """Every simulator knob in force (the topology's ``simulation:`` with defaults filled)."""
+    target: str = "simulator"
+    """What the drill ran on: ``simulator``, or ``lab`` (real processes, real adapters)."""
+    ramp_holds: int | None = None
+    """Holds the ramp made on the metrics it read (a lab drill: at least one shows the gate
+    worked on real numbers)."""
 
     @property
     def targets(self) -> str:

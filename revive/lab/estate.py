@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -163,6 +164,7 @@ def up(dir: Path | str | None = None, *, dcs: tuple[str, ...] = ("dc1", "dc2"),
         if load_state(root).up:
             raise LabError(f"a lab is already up in {root}: `revive lab down` first")
     down(root, quiet=True)  # leftovers of a crashed up
+    _clean(root, dcs)  # a lab starts fresh: no program file, artifact or data of an old one
     lab_id = hashlib.sha256(str(root).encode()).hexdigest()[:10]
     net = make_network(lab_id, list(dcs), prefer_netns=prefer_netns)
     isolation = "netns" if isinstance(net, Network) else "loopback"
@@ -194,6 +196,17 @@ def up(dir: Path | str | None = None, *, dcs: tuple[str, ...] = ("dc1", "dc2"),
     state.up = True
     state.save()
     return state
+
+
+def _clean(root: Path, dcs: tuple[str, ...]) -> None:
+    old = [root / "loadgen.jsonl", root / "topology.yaml", root / "supervisor.password"]
+    for path in old:
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(LabError, ValueError):
+        old_dcs = [d.name for d in load_state(root).dcs]
+        dcs = (*dcs, *old_dcs)
+    for name in dict.fromkeys(dcs):
+        shutil.rmtree(root / name, ignore_errors=True)
 
 
 def _services() -> list[LabService]:
