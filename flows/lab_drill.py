@@ -182,7 +182,10 @@ def _report(params: LabDrillParams, state: estate.LabState, topology, recorder: 
         findings=[FindingRow(rule=f.rule, severity=str(f.severity), subject=f.subject,
                              message=f.message) for f in run_check(topology).findings],
         notes=[f"lab in {state.dir} ({state.isolation}); ramp: "
-               f"{result['ramp'].get('result')} at {result['ramp'].get('share', 0):.0%}"],
+               f"{result['ramp'].get('result')} at {result['ramp'].get('share', 0):.0%}",
+               "ramp holds by reason: " + ("; ".join(
+                   f"{why or 'no reason given'}: {n}"
+                   for why, n in result["ramp"].get("holds_by_reason", {}).items()) or "none")],
         final_weights={c: {dc: round(w, 4) for dc, w in per_dc.items()}
                        for c, per_dc in recorder.weights.items()},
         target="lab", ramp_holds=int(result["ramp"].get("holds", 0)),

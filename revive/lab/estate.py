@@ -81,7 +81,7 @@ SERVICES = [
                peak_load=20, rate=8),
 ]
 #: How hard each demo instance leans on its DC's database: a cache miss costs a query.
-DEMO = {"db_cost_ms": 25.0, "cache_keys": 4000, "cache_size": 1500, "zipf": 1.05, "pool": 4,
+DEMO = {"db_cost_ms": 60.0, "cache_keys": 4000, "cache_size": 1500, "zipf": 1.05, "pool": 4,
         "timeout_ms": 800.0}
 #: Active queries the DC's database runs at full utilisation.
 DB_CAPACITY = 2
@@ -96,6 +96,9 @@ class DcLab(BaseModel):
     gslb_ports: dict[str, int]
     local_ports: dict[str, int]
     pids: dict[str, int] = Field(default_factory=dict)
+    db_dir: str = ""
+    """The DC's PostgreSQL cluster: a directory the postgres user can reach, wherever the
+    lab directory is (a private temporary directory may not be)."""
 
 
 class LabState(BaseModel):
@@ -203,8 +206,11 @@ def _clean(root: Path, dcs: tuple[str, ...]) -> None:
     for path in old:
         path.unlink(missing_ok=True)
     with contextlib.suppress(LabError, ValueError):
-        old_dcs = [d.name for d in load_state(root).dcs]
-        dcs = (*dcs, *old_dcs)
+        old = load_state(root)
+        dcs = (*dcs, *(d.name for d in old.dcs))
+        for d in old.dcs:
+            if d.db_dir:
+                shutil.rmtree(d.db_dir, ignore_errors=True)
     for name in dict.fromkeys(dcs):
         shutil.rmtree(root / name, ignore_errors=True)
 
@@ -257,8 +263,9 @@ def _start(state: LabState, net: Any, progress: Callable[[str], None]) -> None:
         mark = _marked(state, dc.name, wrap)
         here = root / dc.name
         progress(f"{dc.name}: database")
-        db_dir = here / "db"
-        db_dir.mkdir(parents=True, exist_ok=True)
+        db_dir = db.postgres_dir(prefix=f"revive-lab-{state.lab_id}-")
+        dc.db_dir = str(db_dir)
+        state.save()
         db.init_cluster(db_dir)
         record(dc, "database", db.start_database(db_dir, host=dc.address, port=dc.ports["db"],
                                                  name=f"db-{dc.name}", wrap=wrap))
@@ -549,6 +556,9 @@ def down(dir: Path | str | None = None, *, quiet: bool = False) -> list[int]:
     if state.network:
         with contextlib.suppress(Exception):
             network_from_state(state.network).destroy()
+    for dc in state.dcs:  # the clusters live outside the lab directory: nothing left behind
+        if dc.db_dir:
+            shutil.rmtree(dc.db_dir, ignore_errors=True)
     state.up = False
     state.save()
     if POINTER.exists():

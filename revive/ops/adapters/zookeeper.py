@@ -76,6 +76,10 @@ from revive.ops.replicas import Failure, describe, os_failure
 from revive.topology.models import ToolKind
 
 log = logging.getLogger("revive.ops.zookeeper")
+# kazoo logs a warning on every reconnect attempt (several a second while a DC is down);
+# the replica rules already say, once, when a node stops answering.
+_CLIENT_LOG = logging.getLogger("revive.ops.zookeeper.client")
+_CLIENT_LOG.setLevel(logging.ERROR)
 
 T = TypeVar("T")
 
@@ -369,7 +373,7 @@ class ZooKeeperStore:
         # is used again soon; kazoo's default backoff grows to an hour.
         retry = KazooRetry(max_tries=-1, delay=0.1, max_delay=2.0)
         return KazooClient(hosts=hosts, timeout=self.settings.session_timeout_s,
-                           connection_retry=retry)
+                           connection_retry=retry, logger=_CLIENT_LOG)
 
     async def _connected(self, dc: str) -> KazooClient | Failure:
         """``dc``'s client, started on first use; a Failure if it is not connected in time."""
