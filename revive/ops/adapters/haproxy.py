@@ -310,9 +310,12 @@ class HAProxyTraffic:
             raise EndpointError(f"{self.name}: no replica took {what} ({detail})",
                                 tool=self.name, target=target, errors=missed)
         if missed:
-            log.warning("ops tool %s: %s reached %s but not %s; those keep their old weights "
-                        "until the next write", self.name, what, ", ".join(took), detail,
-                        extra={"tool": self.name, "missed": sorted(missed)})
+            # A replica whose circuit is already open was reported when it opened.
+            fresh = any(isinstance(r, Failure) and r.counts for r in results.values())
+            log.log(logging.WARNING if fresh else logging.INFO,
+                    "ops tool %s: %s reached %s but not %s; those keep their old weights "
+                    "until the next write", self.name, what, ", ".join(took), detail,
+                    extra={"tool": self.name, "missed": sorted(missed)})
 
     # --- tool health ----------------------------------------------------------------------
 

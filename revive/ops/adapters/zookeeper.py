@@ -479,7 +479,10 @@ class ZooKeeperStore:
         detail = "; ".join(f"{dc}: {r.reason}" for dc, r in failed.items())
         if done:
             if failed:
-                log.warning(
+                # A node whose circuit is already open was reported when it opened.
+                fresh = any(r.counts for r in failed.values())
+                log.log(
+                    logging.WARNING if fresh else logging.INFO,
                     "ops tool %s: %s reached %s but not %s (%s); those nodes keep the old "
                     "value until the next write", self.tool, what, ", ".join(done),
                     ", ".join(failed), detail, extra={"tool": self.tool, "path": path},
