@@ -11,6 +11,9 @@ controller raises the DC's traffic share in steps sized by measured headroom:
   below the true cost of cold traffic, so a step sized by it does not overshoot.
 - A breach (database utilisation, error rate or p99 above the policy's limits) never
   advances: it backs the share off in proportion to the overload.
+- The last few users of a class (``finish_within``) go with the step before them when
+  they still fit under the limit: a move of their own would cost a whole settle, and the
+  class is not back until every user is in.
 - At full traffic, features go back on one at a time in priority order, each only when the
   headroom covers its cost plus a margin.
 - No progress for ``stall_after_s`` means the model of the world is wrong: stop, ask a human.
@@ -40,8 +43,14 @@ class RampPolicy(BaseModel):
     p99_limit_ms: float = Field(1500.0, gt=0, description="Breach above this p99 latency.")
     target_util: float = Field(0.88, gt=0, description="Utilisation a step aims for.")
     min_step: float = Field(0.005, gt=0, le=1, description="Smaller steps are not worth a move.")
+    finish_within: float = Field(
+        0.01, ge=0, le=1,
+        description="A remnant this small beyond a step goes with it, when it fits under the "
+        "limit: it would cost a settle of its own, and nobody is back until all are in.")
     max_step: float = Field(0.25, gt=0, le=1, description="Largest single move.")
-    settle_s: float = Field(20.0, ge=0, description="Wait after a change before judging it.")
+    settle_s: float = Field(
+        10.0, ge=0, description="Wait after a change before judging it: one scrape interval, "
+        "so the scrape judged was taken after the change, its reconnect surge included.")
     surge_allowance: float = Field(
         0.4, ge=0, description="Extra load while moved users reconnect, relative to theirs."
     )
@@ -202,14 +211,21 @@ def decide(
     headroom = policy.target_util - util - max(0.0, reserved_util)
     step = headroom / cost if cost > 0 else (policy.max_step if headroom > 0 else 0.0)
     step = min(step, policy.max_step, 1.0 - share)
+    room = policy.db_util_limit - util - max(0.0, reserved_util)
+    cold = 0.0
     if load is not None:
         # What moves cost is learned from moves, and a background change (another class's
         # surge ending, caches warming) can make them look cheaper than they are: whatever
         # was learned, a move never goes further than cold traffic could without passing
         # the limit itself.
         cold = _cold_cost(util, load.dc_load, latest, policy) * load.per_share
-        room = policy.db_util_limit - util - max(0.0, reserved_util)
         step = min(step, max(0.0, room) / cold) if cold > 0 else step
+    rest = 1.0 - share
+    if 0.0 < step < rest <= step + policy.finish_within and rest * max(cost, cold) <= room:
+        # The class's last few users would cost a settle of their own, and its tier is not
+        # back until they have moved too: they go with a step the target has room for when,
+        # priced as above (learned and, for a class, cold), they still fit under the limit.
+        step = rest
     if step < min(policy.min_step, 1.0 - share):
         return Decision(
             kind=DecisionKind.hold,
@@ -219,9 +235,7 @@ def decide(
                 f"(hit {latest.cache_hit_ratio:.0%})"
             ),
         )
-    target = min(1.0, share + step)
-    if 1.0 - target < policy.min_step:
-        target = 1.0 if step >= 1.0 - share else target
+    target = 1.0 if step >= rest else min(1.0, share + step)
     return Decision(
         kind=DecisionKind.advance,
         share=round(target, 4),

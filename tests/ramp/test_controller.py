@@ -90,7 +90,9 @@ def test_the_first_step_prices_new_traffic_as_cold() -> None:
 
 
 def test_later_steps_use_what_earlier_moves_cost() -> None:
-    samples = [sample(100, 0.40), sample(110, 0.70, share=0.6), sample(140, 0.60, share=0.6)]
+    unsettled = 100 + POLICY.settle_s / 2  # a scrape before the move had settled
+    samples = [sample(100, 0.40), sample(unsettled, 0.70, share=0.6),
+               sample(140, 0.60, share=0.6)]
     changes = [Change(t=100, share_from=0.5, share_to=0.6)]
     decision = decide(samples, share=0.6, policy=POLICY, now=140, last_change_t=100,
                       changes=changes)
@@ -98,6 +100,23 @@ def test_later_steps_use_what_earlier_moves_cost() -> None:
     utilisation = 0.60  # only samples taken after the move settled are judged
     assert decision.share == pytest.approx(0.6 + (POLICY.target_util - utilisation) / cost,
                                            abs=1e-4)
+
+
+def test_the_last_few_users_go_with_the_step_before_them_when_they_fit() -> None:
+    # Cold traffic at 0.87 on 98.5% costs 0.87 / 0.985 * 1.4 per unit of share: the target
+    # leaves room for 0.8% more, and the 0.7% beyond it would cost a settle of its own.
+    cost = 0.87 / 0.985 * (1 + POLICY.surge_allowance)
+    step = (POLICY.target_util - 0.87) / cost
+    assert step < 0.015 <= step + POLICY.finish_within
+    decision = decide([sample(100, 0.87, share=0.985, hit=0.0)], share=0.985, policy=POLICY,
+                      now=100)
+    assert decision.kind == DecisionKind.advance and decision.share == 1.0
+    # Unless taking them would pass the limit: then the step stops at the target.
+    tight = POLICY.model_copy(update={"db_util_limit": 0.885})
+    assert 0.015 * cost > tight.db_util_limit - 0.87
+    decision = decide([sample(100, 0.87, share=0.985, hit=0.0)], share=0.985, policy=tight,
+                      now=100)
+    assert decision.share == pytest.approx(0.985 + step, abs=1e-4)
 
 
 def test_a_breach_backs_off_in_proportion_to_the_overload() -> None:
