@@ -223,15 +223,19 @@ class FakeSlack:
         with self._lock:
             self.calls.append((method, params))
             self.log.append(call)
-        response = await self._answer(method, params, call.authorization)
+        response = await self._answer(method, params, call.authorization, request)
         call.status = response.status_code
         call.ok = response.status_code == 200 and json.loads(bytes(response.body)).get("ok")
         return response
 
-    async def _answer(self, method: str, params: dict[str, Any], auth: str) -> Response:
+    async def _answer(self, method: str, params: dict[str, Any], auth: str,
+                      request: Request | None = None) -> Response:
         fault = self._take(method)
         if fault is not None and fault.kind == "hang":
             await self._sleep(fault.seconds)
+            if request is not None and await request.is_disconnected():
+                # The client gave up waiting: like Slack behind a dead link, nothing posted.
+                return PlainTextResponse("client gone", status_code=499)
             fault = None
         if fault is not None and fault.kind == "rate_limit":
             return JSONResponse(
