@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection
 
 from prefect import task
@@ -22,7 +21,7 @@ async def scrape_metrics(metrics: Metrics, dc: str) -> Sample:
 async def scrape_class_metrics(
     metrics: Metrics, lanes: list[tuple[str, str]], idle: Collection[tuple[str, str]] = ()
 ) -> dict[tuple[str, str], Sample]:
-    """One scrape round: a sample per (class, DC) lane, the lanes asked together.
+    """One scrape round: a sample per (class, DC) lane.
 
     A lane the metrics tool has no data for is left out: the caller holds it ("no data" is
     never 0). Except an ``idle`` lane, one the class sends no users to: it has nothing of
@@ -42,5 +41,6 @@ async def scrape_class_metrics(
         return Sample(t=shared.t, share=0.0, db_util=shared.db_util, p99_ms=0.0,
                       error_rate=0.0, retry_ratio=shared.retry_ratio, cache_hit_ratio=0.0)
 
-    got = await asyncio.gather(*(one(cls, dc) for cls, dc in lanes))
-    return {lane: sample for lane, sample in zip(lanes, got, strict=True) if sample is not None}
+    # One lane after another: against the simulator, the order of reads is part of the replay.
+    got = {lane: await one(*lane) for lane in lanes}
+    return {lane: sample for lane, sample in got.items() if sample is not None}
