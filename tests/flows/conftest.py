@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import inspect
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from revive.drill.server import SimServer
+from revive.drill.server import SimServer, free_port
 from revive.sim import SimConfig, Simulator
 from revive.topology import Topology
+from tests.postgres import throwaway_database
 
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -19,10 +22,53 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
+    """``prefect_test_harness``, but its temporary server keeps its records in PostgreSQL:
+    on SQLite it answered 503 ("database is locked") to flow-run writes on a loaded 2-core
+    machine, failing runs at random. One server for the session, stopped at its end."""
+    import prefect.context
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.server.database.dependencies import temporary_database_interface
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+    from prefect.utilities.asyncutils import run_coro_as_sync
 
-    with prefect_test_harness(server_startup_timeout=120):  # 30 s is tight on 2 busy cores
-        yield
+    async def drain() -> None:  # before the server stops: no stale log or event calls
+        from prefect.events.worker import EventsWorker
+
+        with contextlib.suppress(RuntimeError):  # never started
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(throwaway_database("revive_prefect", "the flow tests"))
+        database = url.set(drivername="postgresql+asyncpg").render_as_string(
+            hide_password=False)
+        stack.enter_context(temporary_database_interface())
+        stack.enter_context(temporary_settings({PREFECT_SERVER_DATABASE_CONNECTION_URL: database}))
+        server = SubprocessASGIServer(port=free_port())
+        prior = SubprocessASGIServer._instances.get(None)
+        SubprocessASGIServer._instances[None] = server  # where flows look for this process's
+        try:
+            server.start(timeout=120)  # 30 s is tight on 2 busy cores
+            stack.enter_context(temporary_settings({PREFECT_API_URL: server.api_url}))
+            stack.enter_context(prefect.context._temporary_global_settings_context(
+                prefect.context.get_settings_context()))
+            yield
+            run_coro_as_sync(drain())
+        finally:
+            server.stop()
+            if prior is not None:
+                SubprocessASGIServer._instances[None] = prior
+            else:
+                SubprocessASGIServer._instances.pop(None, None)
 
 
 @pytest.fixture

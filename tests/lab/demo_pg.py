@@ -15,27 +15,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import psycopg
-import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-ADMIN_URL_ENV = "REVIVE_TEST_POSTGRES_URL"
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def admin_url() -> str:
-    return os.environ.get(ADMIN_URL_ENV) or DEFAULT_ADMIN_URL
+from tests.postgres import admin_connection, admin_url
 
 
 def admin() -> psycopg.Connection:
-    """An autocommit connection to the admin database; fails the test if the server is down
-    (CI starts it: a silent skip would hide a broken lab)."""
-    try:
-        return psycopg.connect(admin_url(), autocommit=True, connect_timeout=5)
-    except psycopg.Error as exc:
-        reason = " ".join(str(exc).split())
-    pytest.fail(f"the lab tests need PostgreSQL ({ADMIN_URL_ENV} or {DEFAULT_ADMIN_URL}; "
-                f"CI starts one): {reason}", pytrace=False)
+    """An autocommit connection to the admin database; fails the test if the server is down."""
+    return admin_connection("the lab tests")
 
 
 @dataclass(frozen=True)

@@ -1,64 +1,30 @@
 """Fixtures that run every store test against both backends revive supports.
 
 SQLite: a fresh file under ``tmp_path``. PostgreSQL: one throwaway database for the whole
-test session (``revive_test_<pid>_<random>``) on the server at 127.0.0.1:5432, emptied before
-each test and dropped at the end. PostgreSQL tests never skip: if the server is down they fail
-and say so, because CI starts it and a silent skip would hide a broken backend.
-Set ``REVIVE_TEST_POSTGRES_URL`` to use another server (a libpq URL to its admin database).
+test session (see ``tests.postgres``), emptied before each test and dropped at the end.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import Engine, make_url
 from sqlmodel import Session
 
 from revive.store import db as store_db
 from revive.store import service
-
-ADMIN_URL_ENV = "REVIVE_TEST_POSTGRES_URL"
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-
-def _admin_url() -> str:
-    return os.environ.get(ADMIN_URL_ENV) or DEFAULT_ADMIN_URL
-
-
-def _admin_connection() -> psycopg.Connection:
-    url = _admin_url()
-    try:
-        return psycopg.connect(url, autocommit=True, connect_timeout=5)
-    except psycopg.Error as exc:
-        reason = " ".join(str(exc).split())
-    pytest.fail(
-        f"the store tests need PostgreSQL at {store_db.mask_url(url)} "
-        f"(set {ADMIN_URL_ENV} to use another server; CI starts one): {reason}",
-        pytrace=False,
-    )
+from tests.postgres import throwaway_database
 
 
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """SQLAlchemy URL of a uniquely named, throwaway PostgreSQL database for this session."""
-    name = f"revive_test_{os.getpid()}_{secrets.token_hex(4)}"
-    with _admin_connection() as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_url(_admin_url()).set(drivername="postgresql+psycopg", database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with _admin_connection() as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+    with throwaway_database("revive_test", "the store tests") as url:
+        yield url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
 def _empty_postgres(url: str) -> None:
