@@ -9,7 +9,7 @@ SEED ?= 1
 # The DC to lose: LOST_DC, or the topology's first DC.
 FIRST_DC = $(BIN)/python -c 'import sys; from revive.topology import load; print(load(sys.argv[1]).dc_names[0])' $(TOPOLOGY)
 
-.PHONY: install drill plans test bench clean
+.PHONY: install drill plans test reliability bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ plans: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest
+
+## Every fault campaign and fuzzer at full size; rewrites docs/reliability.md when all pass.
+## (`make test` runs the same campaigns with a few trials each.)
+reliability: $(STAMP)
+	REVIVE_RELIABILITY=full $(BIN)/pytest tests/reliability
 
 bench: $(STAMP)
 	$(BIN)/python bench/plan.py

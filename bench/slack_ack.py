@@ -1,7 +1,7 @@
 """Benchmark how fast ``revive serve`` acknowledges a burst of Slack ``/revive run`` commands.
 
 Slack gives a slash command 3 seconds to be answered. Here ``--commands`` (50) signed
-``/revive run failover target_dc=dc2 --dry-run sim_url=...`` commands arrive at once, and
+``/revive run failover target_dc=dc2 --dry-run`` commands arrive at once, and
 each one really starts a dry run: ``revive serve`` runs in its own process, configured
 from the environment as deployed, with ``REVIVE_START_MODE=process`` (each dry run is a
 flow run in that process; at most ``REVIVE_MAX_PARALLEL_DRY_RUNS`` at once, the rest wait
@@ -432,15 +432,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sim = Simulator(load(topology_path), seed=args.seed)
         sim.advance(5)
         receiver = Receiver()
-        env = {**os.environ,
-               "REVIVE_SLACK_SIGNING_SECRET": SECRET, "REVIVE_TOPOLOGY": topology_path,
-               "REVIVE_ROLES": json.dumps({"*": {"*": "operator"}}),
-               "REVIVE_START_MODE": "process"}  # each dry run: a thread of revive serve
-        with SimServer(sim) as sim_server, Served(receiver.app, "bench-receiver") as hook, \
-                ServeProcess(env, log_path) as served:
-            text = (f"run failover target_dc={args.target_dc} --dry-run "
-                    f"sim_url={sim_server.url} topology={topology_path}")
-            report = asyncio.run(measure(served.url, receiver, hook.url, text, args))
+        with SimServer(sim) as sim_server, Served(receiver.app, "bench-receiver") as hook:
+            env = {**os.environ,  # the estate is the server's configuration, not a command's
+                   "REVIVE_SLACK_SIGNING_SECRET": SECRET, "REVIVE_TOPOLOGY": topology_path,
+                   "REVIVE_SIM_URL": sim_server.url,
+                   "REVIVE_ROLES": json.dumps({"*": {"*": "operator"}}),
+                   "REVIVE_START_MODE": "process"}  # each dry run: a thread of revive serve
+            with ServeProcess(env, log_path) as served:
+                text = f"run failover target_dc={args.target_dc} --dry-run"
+                report = asyncio.run(measure(served.url, receiver, hook.url, text, args))
         report["log"] = log_summary(log_path)
     return report
 

@@ -1,7 +1,9 @@
 """What every runbook flow shares: parameters, the run, the tools, progress and chat.
 
-``open_run`` opens (or resumes) the run record, builds the toolbox, posts the living chat
-message and a Prefect progress artifact, and closes everything whatever happens. Inside,
+``open_run`` opens (or resumes) the run record, beats its heartbeat while it runs, builds the
+toolbox, posts the living chat message and a Prefect progress artifact, and closes everything
+whatever happens. The record goes to the process's store, or to the one ``using_store`` set
+for this context (a drill's own), never through the process environment. Inside,
 ``RunContext.start`` runs an action at most once per run: a step already done is skipped,
 and a step in flight on a crashed run is re-sent with the same request id, which the tool
 answers with the action it already started.
@@ -13,6 +15,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,6 +23,7 @@ from prefect import get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.context import FlowRunContext
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine
 
 from revive.chat.models import RunCard, RunStatus, StepNote, Trigger
 from revive.chat.sink import ChatSink, chat_from_env
@@ -34,6 +38,21 @@ from tasks.clock import action_status, wait
 
 class RunAborted(ReviveError):
     """Someone asked the run to stop; it stopped between steps."""
+
+
+_STORE: ContextVar[Engine | None] = ContextVar("revive_run_store", default=None)
+
+
+@contextmanager
+def using_store(engine: Engine) -> Iterator[None]:
+    """Runs opened inside (by this task and the flows it calls) are recorded in ``engine``'s
+    store. A context variable, not ``REVIVE_DATABASE_URL``: ``revive serve`` runs other runs
+    in other threads meanwhile, and theirs must stay in the default store."""
+    token = _STORE.set(engine)
+    try:
+        yield
+    finally:
+        _STORE.reset(token)
 
 
 class RunbookParams(BaseModel):
@@ -298,12 +317,20 @@ async def open_run(
         topology_source=params.topology,
         dry_run=params.dry_run,
         resume=params.resume,
+        engine=_STORE.get(),
     )
+    run.start_heartbeat()
     own_chat = chat is None
-    chat = chat or chat_from_env()
-    ctx = RunContext(runbook, params, topology, tools, run, chat, topology.environment)
-    await chat.start(ctx.card())
     status, outcome = RunStatus.SUCCEEDED, RunOutcome.SUCCEEDED
+    try:
+        chat = chat or chat_from_env()
+        ctx = RunContext(runbook, params, topology, tools, run, chat, topology.environment)
+        await chat.start(ctx.card())
+    except BaseException:  # nothing ran: the record must not stay running, nor beating
+        run.finish(RunOutcome.FAILED, {"outcome": "failed", "steps": 0})
+        if own_tools:
+            await tools.aclose()
+        raise
     try:
         yield ctx
         if ctx.outcome == "failed":  # the runbook finished, but did not achieve its aim

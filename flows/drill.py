@@ -10,7 +10,6 @@ and ``report.json``.
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +18,9 @@ import httpx
 import yaml
 from prefect import flow
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine
 
-from flows.context import known_dc
+from flows.context import known_dc, using_store
 from flows.failover import FailoverParams, failover
 from revive.drill.recorder import Recorder
 from revive.drill.report import (
@@ -76,20 +76,19 @@ async def drill(params: DrillParams) -> dict:
         raise ValueError(f"unknown scenario {params.scenario!r} (known: {', '.join(SCENARIOS)})")
     out = Path(params.out or Path(".revive") / "drills" / began.strftime("%Y%m%dT%H%M%SZ"))
     out.mkdir(parents=True, exist_ok=True)
-    saved_url = os.environ.get("REVIVE_DATABASE_URL")
     # A drill keeps its runs in its own store: it never blocks, nor is blocked by, a real
-    # failover of the same DC.
-    os.environ["REVIVE_DATABASE_URL"] = f"sqlite:///{(out / 'runs.db').resolve()}"
+    # failover of the same DC. Handed to its failover explicitly (never through the process
+    # environment: a real run started meanwhile in this process belongs in the real store).
+    engine = db.get_engine(f"sqlite:///{(out / 'runs.db').resolve()}")
     try:
-        return await _drill(params, out, began, wall0)
+        with using_store(engine):
+            return await _drill(params, out, began, wall0, engine)
     finally:
-        if saved_url is None:
-            os.environ.pop("REVIVE_DATABASE_URL", None)
-        else:
-            os.environ["REVIVE_DATABASE_URL"] = saved_url
+        engine.dispose()
 
 
-async def _drill(params: DrillParams, out: Path, began: datetime, wall0: float) -> dict:
+async def _drill(params: DrillParams, out: Path, began: datetime, wall0: float,
+                 engine: Engine) -> dict:
     topology = load(params.topology).model_copy(update={"environment": Environment.drill})
     require_databases(topology, "a drill", params.topology)
     lost = known_dc(topology, "lost_dc", params.lost_dc or topology.dc_names[0])
@@ -118,7 +117,7 @@ async def _drill(params: DrillParams, out: Path, began: datetime, wall0: float) 
             triggered_by=params.triggered_by,
             trigger=params.trigger,
         ))
-        steps = _steps(sim, result["run_id"])
+        steps = _steps(sim, engine, result["run_id"])
     # The runbook may end before the recorder sees a tier back (the last move settles):
     # the drill ends once every tier is judged, or at its limit.
     limit = sim.clock.now + params.judge_for_s
@@ -131,9 +130,9 @@ async def _drill(params: DrillParams, out: Path, began: datetime, wall0: float) 
     return {"out": str(out), **report.to_json_dict()}
 
 
-def _steps(sim: Simulator, run_id: str) -> list[StepResult]:
+def _steps(sim: Simulator, engine: Engine, run_id: str) -> list[StepResult]:
     """The run's steps with simulated start and end times of the actions behind them."""
-    session = RunSession(db.get_engine(), run_id, dry_run=False)
+    session = RunSession(engine, run_id, dry_run=False)
     rows = []
     for step in session.steps():
         detail = step["detail"]

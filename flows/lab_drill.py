@@ -11,7 +11,6 @@ drill's report, with ``target: lab`` and ``ramp_holds``.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +18,9 @@ from typing import Literal
 
 from prefect import flow
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine
 
-from flows.context import known_dc
+from flows.context import known_dc, using_store
 from flows.failover import FailoverParams, failover
 from revive.drill.report import (
     DrillReport,
@@ -83,19 +83,18 @@ async def lab_drill(params: LabDrillParams) -> dict:
     state, lost = lab_state(params)
     out = Path(params.out or Path(".revive") / "drills" / began.strftime("%Y%m%dT%H%M%SZ"))
     out.mkdir(parents=True, exist_ok=True)
-    saved_url = os.environ.get("REVIVE_DATABASE_URL")
-    os.environ["REVIVE_DATABASE_URL"] = f"sqlite:///{(out / 'runs.db').resolve()}"
+    # The drill's own store, handed to its failover explicitly: never through the process
+    # environment, where a real run started meanwhile in this process would pick it up.
+    engine = db.get_engine(f"sqlite:///{(out / 'runs.db').resolve()}")
     try:
-        return await _drill(params, state, lost, out, began, wall0)
+        with using_store(engine):
+            return await _drill(params, state, lost, out, began, wall0, engine)
     finally:
-        if saved_url is None:
-            os.environ.pop("REVIVE_DATABASE_URL", None)
-        else:
-            os.environ["REVIVE_DATABASE_URL"] = saved_url
+        engine.dispose()
 
 
 async def _drill(params: LabDrillParams, state: estate.LabState, lost: str, out: Path,
-                 began: datetime, wall0: float) -> dict:
+                 began: datetime, wall0: float, engine: Engine) -> dict:
     topology = load(state.topology)
     targets = [dc for dc in topology.dc_names if dc != lost]
     await asyncio.to_thread(estate.wait_served, state)
@@ -121,16 +120,17 @@ async def _drill(params: LabDrillParams, state: estate.LabState, lost: str, out:
     finally:
         await recorder.stop()
         await tools.aclose()
-    report = _report(params, state, topology, recorder, result, began, time.monotonic() - wall0)
+    report = _report(params, state, topology, recorder, result, engine, began,
+                     time.monotonic() - wall0)
     write_report(report, out)
     return {"out": str(out), **report.to_json_dict()}
 
 
-def _steps(run_id: str, graph: list[dict], fault_at: float) -> list[StepResult]:
+def _steps(engine: Engine, run_id: str, graph: list[dict], fault_at: float) -> list[StepResult]:
     """The run's steps with their times (seconds after the fire) from the recovery graph."""
     timing = {row["key"]: row for row in graph}
     rows = []
-    for step in RunSession(db.get_engine(), run_id, dry_run=False).steps():
+    for step in RunSession(engine, run_id, dry_run=False).steps():
         row = timing.get(step["key"], {})
         rows.append(StepResult(
             key=step["key"], action=step["action"], target=step["key"].split(":", 1)[-1],
@@ -143,11 +143,11 @@ def _steps(run_id: str, graph: list[dict], fault_at: float) -> list[StepResult]:
 
 
 def _report(params: LabDrillParams, state: estate.LabState, topology, recorder: LabRecorder,
-            result: dict, began: datetime, wall: float) -> DrillReport:
+            result: dict, engine: Engine, began: datetime, wall: float) -> DrillReport:
     fault = recorder.fault_at or time.time()
     rtos = [TierRto(tier=tier, rto_s=recorder.rto(tier),
                     target_s=topology.tier_policy[tier].rto_target_s) for tier in recorder.tiers]
-    steps = _steps(result["run_id"], result.get("graph", []), fault)
+    steps = _steps(engine, result["run_id"], result.get("graph", []), fault)
     failed_steps = sum(1 for s in steps if s.state == "failed")
     verdict = result["outcome"] if result["outcome"] == "aborted" else outcome(
         rtos, failed_steps=failed_steps, serving=recorder.serving)

@@ -1,4 +1,6 @@
-"""Settings for every test: no HTTP proxy, and garbage collected after each module.
+"""Settings for every test (no HTTP proxy, garbage collected after each module), and what the
+flow tests and reliability campaigns share: one Prefect server per session, a store per
+test, simulators over HTTP.
 
 Unclosed sockets and files are reported when the garbage collector finds them, which can be
 in any later test, even in the middle of a hypothesis run, where the warning (an error
@@ -8,10 +10,19 @@ reports a leak in the module that caused it (after every test would cost minutes
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import inspect
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from revive.drill.server import SimServer, free_port
+from revive.sim import SimConfig, Simulator
+from revive.topology import Topology
+from tests.postgres import throwaway_database
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 
@@ -28,3 +39,113 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 def _collect_garbage_after_each_module() -> Iterator[None]:
     yield
     gc.collect()
+
+
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """``prefect_test_harness``, but its temporary server keeps its records in PostgreSQL:
+    on SQLite it answered 503 ("database is locked") to flow-run writes on a loaded 2-core
+    machine, failing runs at random. One server for the session, stopped at its end."""
+    import prefect.context
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.server.database.dependencies import temporary_database_interface
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:  # before the server stops: no stale log or event calls
+        from prefect.events.worker import EventsWorker
+
+        with contextlib.suppress(RuntimeError):  # never started
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(throwaway_database("revive_prefect", "the flow tests"))
+        database = url.set(drivername="postgresql+asyncpg").render_as_string(
+            hide_password=False)
+        stack.enter_context(temporary_database_interface())
+        stack.enter_context(temporary_settings({PREFECT_SERVER_DATABASE_CONNECTION_URL: database}))
+        server = SubprocessASGIServer(port=free_port())
+        prior = SubprocessASGIServer._instances.get(None)
+        SubprocessASGIServer._instances[None] = server  # where flows look for this process's
+        try:
+            server.start(timeout=120)  # 30 s is tight on 2 busy cores
+            stack.enter_context(temporary_settings({PREFECT_API_URL: server.api_url}))
+            stack.enter_context(prefect.context._temporary_global_settings_context(
+                prefect.context.get_settings_context()))
+            yield
+            run_coro_as_sync(drain())
+        finally:
+            server.stop()
+            if prior is not None:
+                SubprocessASGIServer._instances[None] = prior
+            else:
+                SubprocessASGIServer._instances.pop(None, None)
+
+
+@pytest.fixture
+def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each flow test gets its own revive store."""
+    url = f"sqlite:///{tmp_path / 'revive.db'}"
+    monkeypatch.setenv("REVIVE_DATABASE_URL", url)
+    return url
+
+
+@pytest.fixture
+def serve():
+    """``serve(topology, seed=..., config=...)`` -> (Simulator, url), stopped after the test."""
+    servers: list[SimServer] = []
+
+    def start(topology: Topology, *, seed: int = 1, config: SimConfig | None = None):
+        sim = Simulator(topology, seed=seed, config=config)
+        sim.advance(5)
+        server = SimServer(sim).__enter__()
+        servers.append(server)
+        return sim, server.url
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+# Prefect 3.9 leaves one API-client socket to its own test server open per async flow run
+# (seen with a bare ``@flow async def f(): pass`` under prefect_test_harness). Only that
+# warning is ignored, and only in flow tests: revive's own clients are checked with
+# warnings as errors in tests/ops and tests/sim.
+PREFECT_SOCKET = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
+
+
+RUNS_FLOWS = ("tests/flows/", "tests/reliability/")
+
+
+def _runs_flows(node: pytest.Item) -> bool:
+    return any(d in str(node.fspath).replace("\\", "/") for d in RUNS_FLOWS)
+
+
+@pytest.fixture(autouse=True)
+def _collect_prefect_sockets(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Collect that socket after each test that runs flows, where its warning is ignored."""
+    yield
+    if _runs_flows(request.node):
+        gc.collect()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _runs_flows(item):
+            item.add_marker(PREFECT_SOCKET)

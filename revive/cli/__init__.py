@@ -7,6 +7,7 @@ import os
 import typer
 
 from revive.cli import check, db, lab, plan, runs, serve, sim, slack
+from revive.prefect_server import STARTUP_TIMEOUT_S
 
 app = typer.Typer(
     name="revive",
@@ -19,6 +20,7 @@ app.command("check")(check.check)
 app.command("run")(runs.run)
 app.command("status")(runs.status)
 app.command("abort")(runs.abort)
+app.command("approve")(runs.approve)
 app.command("drill")(runs.drill)
 app.command("serve")(serve.serve)
 app.add_typer(plan.app, name="plan")
@@ -29,10 +31,9 @@ app.add_typer(lab.app, name="lab")
 
 
 #: Seconds a command waits for the temporary Prefect server it starts when no
-#: ``PREFECT_API_URL`` is set. Prefect's default is 20 s; a first start (migrations) on a
-#: busy machine, exactly when a DC is lost, can take longer, and a recovery must not fail
-#: for that.
-EPHEMERAL_STARTUP_TIMEOUT_S = "120"
+#: ``PREFECT_API_URL`` is set (see ``revive.prefect_server``, which also passes it to the
+#: one shared server it starts).
+EPHEMERAL_STARTUP_TIMEOUT_S = str(STARTUP_TIMEOUT_S)
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 from rich import box
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from revive.cli.common import (
     DEFAULT_TOPOLOGY,
@@ -17,6 +17,7 @@ from revive.cli.common import (
     TopologyOption,
     load_topology,
     out,
+    plain,
     print_json,
 )
 from revive.ops.toolbox import SIM_URL_ENV
@@ -48,20 +49,22 @@ def check(
 
 
 def render(report: Report, source: str) -> None:
-    table = Table(title=f"Readiness of {source}", box=box.SIMPLE_HEAD, expand=False)
+    """The findings as a table. Subjects and messages name services, DCs and tools from the
+    topology, and the source is a path someone typed: all printed as written, never read
+    as Rich markup."""
+    table = Table(title=plain(f"Readiness of {source}"), box=box.SIMPLE_HEAD, expand=False)
     table.add_column("severity", no_wrap=True)
     table.add_column("rule", no_wrap=True)
     table.add_column("subject", no_wrap=True)
     table.add_column("finding, and how to fix it")
     for f in report.findings:
-        style = STYLE[f.severity]
         table.add_row(
-            f"[{style}]{f.severity}[/]",
-            f.rule,
-            f.subject,
-            f"{escape(f.message)}\n[dim]fix: {escape(f.hint)}[/]",
+            Text(str(f.severity), style=STYLE[f.severity]),
+            plain(f.rule),
+            plain(f.subject),
+            Text.assemble(f.message, "\n", (f"fix: {f.hint}", "dim")),
         )
     if report.findings:
         out.print(table)
     counts = ", ".join(f"{report.count(s)} {s}(s)" for s in Severity)
-    out.print(f"{len(report.findings)} finding(s): {counts}")
+    out.print(f"{len(report.findings)} finding(s): {counts}", markup=False)

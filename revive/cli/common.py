@@ -1,4 +1,5 @@
-"""What every CLI command shares: the topology option, JSON output and user-error exits."""
+"""What every CLI command shares: the topology option, JSON output, error exits, and text that
+Rich prints exactly as given."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.text import Text
 
-from revive.errors import InputError
+from revive.errors import InputError, StoreError
 from revive.topology import DEFAULT_PATH, Topology, load
 
+EXIT_FAILED = 1
+"""A run failed or was aborted, or the environment (revive's database) failed the command."""
 EXIT_INPUT = 2
 
 WIDTH_WHEN_PIPED = 120
@@ -25,7 +29,8 @@ def _console(*, stderr: bool = False) -> Console:
     """A console that keeps tables readable in CI logs and pipes, where Rich assumes 80."""
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else WIDTH_WHEN_PIPED
-    return Console(stderr=stderr, highlight=False, width=width)
+    # emoji=False: a name like "db:fire:" is printed as written, never as a picture.
+    return Console(stderr=stderr, highlight=False, emoji=False, width=width)
 
 
 out = _console()
@@ -54,6 +59,36 @@ def user_errors() -> Iterator[None]:
     except InputError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(EXIT_INPUT) from None
+
+
+def one_line(text: object) -> str:
+    """``text`` with every run of whitespace, newlines included, as one space."""
+    return " ".join(str(text).split())
+
+
+def fail(message: object, code: int = EXIT_FAILED) -> NoReturn:
+    """Print ``message`` as one line on stderr and exit with ``code``: no traceback."""
+    typer.echo(f"error: {one_line(message)}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """revive's database unreachable or failing to migrate: the environment, not the input,
+    so one line and exit status 1, never a traceback."""
+    try:
+        yield
+    except StoreError as exc:
+        fail(exc)
+
+
+def plain(value: object) -> Text:
+    """``value`` as text Rich prints exactly as given.
+
+    Names from the topology, from people (who started a run) and from tools (error
+    messages) can contain what Rich reads as markup: "[bold]" would restyle the output,
+    "[/]" would make Rich raise. Table cells and titles built from them use this."""
+    return Text(str(value))
 
 
 def load_topology(path: Path) -> Topology:

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from revive.cli.common import fail
 from revive.errors import StoreError
 from revive.store.db import current_revision, database_url, head_revision, mask_url, upgrade
 
@@ -28,13 +29,6 @@ UrlOption = Annotated[
 ]
 
 
-def _fail(exc: StoreError) -> typer.Exit:
-    """Print the store error as one line on stderr; the caller raises the returned Exit(1)."""
-    message = " ".join(str(exc).split())
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
 @app.command("upgrade")
 def upgrade_command(url: UrlOption = None) -> None:
     """Migrate the database to the newest schema (safe to repeat)."""
@@ -42,7 +36,7 @@ def upgrade_command(url: UrlOption = None) -> None:
     try:
         revision = upgrade(target)
     except StoreError as exc:
-        raise _fail(exc) from exc
+        fail(exc)
     typer.echo(f"{mask_url(target)} at revision {revision} (head)")
 
 
@@ -53,7 +47,7 @@ def current_command(url: UrlOption = None) -> None:
     try:
         revision = current_revision(target)
     except StoreError as exc:
-        raise _fail(exc) from exc
+        fail(exc)
     head = head_revision()
     if revision is None:
         note = f"not migrated; run 'revive db upgrade' (head is {head})"

@@ -1,10 +1,13 @@
-"""Rich live progress for runs started from the CLI: steps, current step, real and
-simulated time. It writes to stderr, so stdout stays for results."""
+"""Runs started from the CLI: executed here, with Rich live progress (steps, current step,
+real and simulated time) on stderr, so stdout stays for results."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 from rich.progress import (
     BarColumn,
@@ -30,14 +33,16 @@ def _clock(seconds: float | None) -> str:
 
 @contextmanager
 def live_progress(title: str) -> Iterator[None]:
+    """A progress line fed by every run of this process. The current step names services
+    and DCs from the topology: no column reads its text as Rich markup."""
     bar = Progress(
         SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("sim {task.fields[sim]}"),
-        TextColumn("{task.fields[current]}"),
+        TextColumn("sim {task.fields[sim]}", markup=False),
+        TextColumn("{task.fields[current]}", markup=False),
         console=err,
         refresh_per_second=4,
     )
@@ -53,3 +58,37 @@ def live_progress(title: str) -> Iterator[None]:
             yield
     finally:
         session.PROGRESS_LISTENERS.remove(listener)
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How a flow run here ended: its Prefect id, and what it returned or raised."""
+
+    flow_run_id: str | None
+    result: Any = None
+    error: BaseException | None = None
+
+
+def execute(title: str, flow: Any, params: Any) -> Finished:
+    """Run ``flow(params)`` here, with live progress, to its end.
+
+    What the flow raised is kept, not re-raised, together with the Prefect flow run it
+    ran as, so the caller can find revive's run record (an aborted run's outcome, its id)
+    even when the flow failed. It is the flow's own exception, not Prefect's summary of
+    the run's state: a gate that timed out leaves a Failed state saying only "never
+    resumed", while the flow says which gate and why. An error before the flow started
+    (Prefect unreachable) raises."""
+    started: list[str] = []
+
+    def note(_flow: Any, flow_run: Any, _state: Any) -> None:
+        started.append(str(flow_run.id))
+
+    watched = flow.with_options(on_running=[*flow.on_running_hooks, note])
+    with live_progress(title):
+        try:
+            result = asyncio.run(watched(params))
+        except Exception as exc:
+            if not started:
+                raise
+            return Finished(started[0], error=exc)
+    return Finished(started[0] if started else None, result)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from revive.cli.common import (
     DEFAULT_TOPOLOGY,
@@ -14,6 +15,7 @@ from revive.cli.common import (
     TopologyOption,
     load_topology,
     out,
+    plain,
     print_json,
     user_errors,
 )
@@ -128,8 +130,12 @@ def _bar(start: float, end: float, makespan: float) -> str:
     return " " * left + "█" * (right - left)
 
 
+# Every name printed here (DCs, services, groups) comes from the topology: it goes to Rich as
+# ``plain`` text or with ``markup=False``, so "[bold]" or "[/]" in a name prints as written.
+
+
 def render_restart(plan: RestartPlan) -> None:
-    table = Table(title=f"Restart plan for {plan.dc} (max {plan.max_parallel} at once)")
+    table = Table(title=plain(f"Restart plan for {plan.dc} (max {plan.max_parallel} at once)"))
     for name, justify in [("start", "right"), ("end", "right"), ("tier", "right")]:
         table.add_column(name, justify=justify)
     table.add_column("service")
@@ -140,23 +146,25 @@ def render_restart(plan: RestartPlan) -> None:
             _clock(step.start_s),
             _clock(step.end_s),
             str(step.tier),
-            step.service,
-            step.group,
+            plain(step.service),
+            plain(step.group),
             _bar(step.start_s, step.end_s, plan.makespan_s),
         )
     out.print(table)
     out.print(
         f"{len(plan.steps)} services in {len(plan.groups)} group(s); "
         f"makespan {_clock(plan.makespan_s)}, lower bound {_clock(plan.lower_bound_s)}, "
-        f"critical path {_clock(plan.critical_path_s)}: {' -> '.join(plan.critical_path)}"
+        f"critical path {_clock(plan.critical_path_s)}: {' -> '.join(plan.critical_path)}",
+        markup=False,
     )
     if plan.assumed_healthy:
-        out.print("assumed healthy (outside this plan): " + ", ".join(plan.assumed_healthy))
+        out.print("assumed healthy (outside this plan): " + ", ".join(plan.assumed_healthy),
+                  markup=False)
 
 
 def render_capacity(plan: CapacityPlan, *, show_all: bool) -> None:
     share = "tier defaults" if plan.share is None else f"{plan.share:g}x peak"
-    table = Table(title=f"Capacity plan for {plan.dc} ({share})")
+    table = Table(title=plain(f"Capacity plan for {plan.dc} ({share})"))
     table.add_column("tier", justify="right")
     table.add_column("service")
     table.add_column("share", justify="right")
@@ -164,9 +172,9 @@ def render_capacity(plan: CapacityPlan, *, show_all: bool) -> None:
         table.add_column(name, justify="right")
     shown = [line for line in plan.services if show_all or line.add > 0]
     for line in shown:
-        add = f"[bold]{line.add}[/]" if line.add else "0"
         table.add_row(
-            str(line.tier), line.service, f"{line.share:g}", str(line.have), str(line.need), add
+            str(line.tier), plain(line.service), f"{line.share:g}", str(line.have),
+            str(line.need), _add(line.add),
         )
     if shown:
         out.print(table)
@@ -174,39 +182,46 @@ def render_capacity(plan: CapacityPlan, *, show_all: bool) -> None:
     out.print(
         f"{plan.total_add} instance(s) to add across "
         f"{sum(1 for s in plan.services if s.add)} service(s)"
-        + (f"; {hidden} service(s) already have enough (--all lists them)" if hidden else "")
+        + (f"; {hidden} service(s) already have enough (--all lists them)" if hidden else ""),
+        markup=False,
     )
 
 
 def render_failover(plan: FailoverPlan, *, share: float | None, show_all: bool) -> None:
     """One table per survivor, then what the whole failover adds."""
     margin = "tier defaults" if share is None else f"{share:g}x each survivor's share"
-    out.print(f"Failover capacity if {plan.lost_dc} is lost ({margin})")
+    out.print(f"Failover capacity if {plan.lost_dc} is lost ({margin})", markup=False)
     for survivor in plan.survivors:
         _render_survivor(plan.lost_dc, survivor, show_all=show_all)
     total = sum(s.total_add for s in plan.survivors)
     out.print(f"losing {plan.lost_dc}: {total} instance(s) to add across "
-              f"{len(plan.survivors)} surviving DC(s)")
+              f"{len(plan.survivors)} surviving DC(s)", markup=False)
 
 
 def _render_survivor(lost_dc: str, survivor: SurvivorPlan, *, show_all: bool) -> None:
-    table = Table(title=f"{survivor.dc} without {lost_dc}: {survivor.share:.0%} of load")
+    table = Table(title=plain(f"{survivor.dc} without {lost_dc}: {survivor.share:.0%} of load"))
     table.add_column("tier", justify="right")
     table.add_column("service")
     for name in ("have", "need", "add"):
         table.add_column(name, justify="right")
     shown = [line for line in survivor.services if show_all or line.add > 0]
     for line in shown:
-        add = f"[bold]{line.add}[/]" if line.add else "0"
-        table.add_row(str(line.tier), line.service, str(line.have), str(line.need), add)
+        table.add_row(str(line.tier), plain(line.service), str(line.have), str(line.need),
+                      _add(line.add))
     if shown:
         out.print(table)
     hidden = len(survivor.services) - len(shown)
     out.print(
         f"{survivor.dc}: {survivor.total_add} instance(s) to add across "
         f"{sum(1 for s in survivor.services if s.add)} service(s)"
-        + (f"; {hidden} service(s) already have enough (--all lists them)" if hidden else "")
+        + (f"; {hidden} service(s) already have enough (--all lists them)" if hidden else ""),
+        markup=False,
     )
+
+
+def _add(count: int) -> Text:
+    """Instances to add, in bold when there are any."""
+    return Text(str(count), style="bold" if count else "")
 
 
 def _clock(seconds: float) -> str:

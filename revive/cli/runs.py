@@ -6,7 +6,6 @@ of the CLI (and ``revive`` as a library) starts without Prefect.
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import logging
@@ -17,14 +16,27 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
-from revive.cli.common import EXIT_INPUT, err, out, user_errors
-from revive.errors import InputError
+from revive.cli.common import (
+    EXIT_FAILED,
+    EXIT_INPUT,
+    err,
+    fail,
+    one_line,
+    out,
+    plain,
+    store_errors,
+    user_errors,
+)
+from revive.errors import InputError, ReviveError, StoreError
 from revive.runs.status import status_report
 from revive.store import db, service
 from revive.topology import DEFAULT_PATH, load
 
 EXIT_ACTIVE = 3
+#: Outcomes that end ``revive run`` with EXIT_FAILED (README: "1 failed or aborted").
+FAILED_OUTCOMES = ("failed", "aborted", "crashed", "late", "degraded")
 RUNBOOKS = {
     "provision": ("flows.provision", "provision", "ProvisionParams"),
     "restart_service_groups": ("flows.restart_service_groups", "restart_service_groups",
@@ -51,16 +63,22 @@ def whoami() -> str:
 
 def quiet_prefect() -> None:
     """Progress goes to the live display; Prefect's per-task INFO lines would drown it, and
-    its temporary server's shutdown chatter is not the user's business."""
+    its temporary server's shutdown chatter is not the user's business. A failed flow run
+    is told in one line by the command itself, so Prefect's run loggers do not add their
+    tracebacks. Every run of this process shares one temporary Prefect server."""
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
     import prefect.logging.configuration as logging_config
+    import prefect.main  # noqa: F401  (importing it configures logging: before the levels)
 
     logging_config.setup_logging()
-    for name in ("sqlalchemy", "prefect.server", "prefect.task_runs"):
+    for name in ("sqlalchemy", "prefect.server", "prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    from revive.prefect_server import install
+
+    install()
 
 
 def parse_assignments(pairs: list[str], model: type[BaseModel]) -> dict[str, Any]:
@@ -135,29 +153,89 @@ def run(
             topology, _ = checked(params, ALIASES.get(runbook, runbook))
             if not dry_run:  # and its tools: a tool that cannot be had starts nothing
                 tools_for(params, topology)
-    from revive.cli.live import live_progress
-    from revive.runs import ActiveRunError
-
     if dry_run and ALIASES.get(runbook, runbook) == "failover":
-        with user_errors():
+        with user_errors(), store_errors():
             _rehearse_failover(params, as_json)
         return
+    with store_errors():  # unreachable: one line before anything starts, not mid-run
+        db.upgrade()
+    _report(runbook, _execute(runbook, flow, params))
+
+
+def _execute(title: str, flow: Any, params: Any) -> Any:
+    """``live.execute``, with Prefect failing to start the run at all told in one line."""
+    from revive.cli.live import execute
+
     try:
-        with live_progress(runbook):
-            result = asyncio.run(flow(params))
-    except ActiveRunError as exc:
-        err.print(f"{exc}; see `revive status`, or `revive abort {exc.run_id}`", markup=False)
-        raise typer.Exit(EXIT_ACTIVE) from None
-    except InputError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(EXIT_INPUT) from None
-    outcome = (result or {}).get("outcome") if isinstance(result, dict) else None
-    out.print(f"{runbook}: {outcome or 'done'}" + (
-        f" (run {result['run_id']})" if isinstance(result, dict) and "run_id" in result else ""))
-    if isinstance(result, dict) and result.get("headline"):
+        return execute(title, flow, params)
+    except Exception as exc:
+        fail(f"{title}: not started: {_why(exc)}")
+
+
+def _report(runbook: str, finished: Any) -> None:
+    """Say how the run ended, with README's exit status: 0 done, 1 failed or aborted (one
+    line on stderr says why), 2 invalid input, 3 already running. The outcome comes from
+    what the flow returned, else from revive's run record: an aborted run returns nothing."""
+    from revive.runs import ActiveRunError
+
+    error = finished.error
+    if isinstance(error, ActiveRunError):
+        err.print(f"{error}; see `revive status`, or `revive abort {error.run_id}`",
+                  markup=False)
+        raise typer.Exit(EXIT_ACTIVE)
+    if isinstance(error, InputError):
+        typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_INPUT)
+    result = finished.result if isinstance(finished.result, dict) else {}
+    run_id, recorded = _recorded(finished.flow_run_id)
+    run_id = result.get("run_id") or run_id
+    tail = f" (run {run_id})" if run_id else ""
+    if error is not None:
+        out.print(f"{runbook}: failed{tail}", markup=False)
+        fail(f"{runbook}{tail}: {_why(error)}")
+    outcome = result.get("outcome") or (recorded if recorded in FAILED_OUTCOMES else "done")
+    out.print(f"{runbook}: {outcome}{tail}", markup=False)
+    if result.get("headline"):
         out.print(result["headline"], markup=False)
-    if outcome in ("failed", "aborted", "late", "degraded"):
-        raise typer.Exit(1)
+    if outcome in FAILED_OUTCOMES:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _recorded(flow_run_id: str | None) -> tuple[str | None, str | None]:
+    """(revive's run id, its recorded outcome) for a Prefect flow run; (None, None) when the
+    run never reached the store or the store cannot say."""
+    if not flow_run_id:
+        return None, None
+    try:
+        engine = db.get_engine()
+    except StoreError:
+        return None, None
+    try:
+        with db.session(engine) as s:
+            record = service.get_run_by_prefect_id(s, flow_run_id)
+            return (record.id, str(record.outcome)) if record else (None, None)
+    except StoreError:
+        return None, None
+    finally:
+        engine.dispose()
+
+
+def _why(exc: BaseException) -> str:
+    """An error in one line: revive's own say what happened; anything else is named."""
+    if isinstance(exc, ReviveError):
+        return one_line(exc)
+    return one_line(f"{type(exc).__name__}: {exc}")
+
+
+def _drill_result(title: str, flow: Any, params: Any) -> dict[str, Any]:
+    """A drill's (or rehearsal's) report; a drill that could not run exits in one line."""
+    finished = _execute(title, flow, params)
+    if isinstance(finished.error, InputError):
+        typer.echo(str(finished.error), err=True)
+        raise typer.Exit(EXIT_INPUT)
+    if finished.error is not None:
+        fail(f"{title}: {_why(finished.error)}")
+    return finished.result
 
 
 def _rehearse_failover(params: Any, as_json: bool) -> None:
@@ -166,27 +244,27 @@ def _rehearse_failover(params: Any, as_json: bool) -> None:
 
     from flows.drill import DrillParams
     from flows.drill import drill as drill_flow
-    from revive.cli.live import live_progress
 
     topology = load(params.topology)
     lost = params.run_dc(topology)
-    with tempfile.TemporaryDirectory() as tmp, live_progress("rehearsal"):
-        report = asyncio.run(drill_flow(DrillParams(
+    with tempfile.TemporaryDirectory() as tmp:
+        report = _drill_result("rehearsal", drill_flow, DrillParams(
             scenario="dc-fire", topology=params.topology, lost_dc=lost, out=tmp,
-            triggered_by=params.triggered_by, trigger="cli")))
+            triggered_by=params.triggered_by, trigger="cli"))
     steps = [{k: row[k] for k in ("key", "action", "target", "after", "start_s", "end_s")}
              for row in report["graph"]]
     if as_json:
         typer.echo(json.dumps({"steps": steps, "predicted_rto_s": report["rto_seconds"]},
                               indent=2))
         return
-    table = Table(title=f"recovery graph: {lost} into {', '.join(report['target_dcs'])} "
-                        "(rehearsed on the simulator, nothing changed)", box=box.SIMPLE_HEAD)
+    table = Table(title=plain(f"recovery graph: {lost} into {', '.join(report['target_dcs'])} "
+                              "(rehearsed on the simulator, nothing changed)"),
+                  box=box.SIMPLE_HEAD)
     for col in ("start", "end", "step", "waits for"):
         table.add_column(col)
     for row in sorted(steps, key=lambda r: (r["start_s"] is None, r["start_s"] or 0, r["key"])):
-        table.add_row(_mmss(row["start_s"]), _mmss(row["end_s"]), row["key"],
-                      ", ".join(row["after"]) or "-")
+        table.add_row(_mmss(row["start_s"]), _mmss(row["end_s"]), plain(row["key"]),
+                      plain(", ".join(row["after"]) or "-"))
     out.print(table)
     targets = report["rto_target_seconds"]
     out.print("predicted RTO: " + ", ".join(
@@ -215,20 +293,27 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The DCs (traffic share, healthy services) and active and recent runs, with progress."""
-    engine = db.get_engine()
-    db.upgrade(engine)
-    report = status_report(engine, lambda: load(topology), limit=limit)
+    with store_errors():
+        engine = db.get_engine()
+        db.upgrade(engine)
+        report = status_report(engine, lambda: load(topology), limit=limit)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
+    render_status(report)
+
+
+def render_status(report: dict[str, Any]) -> None:
+    """``status_report`` as tables. Run records hold what people and tools wrote (who
+    started a run, the DC, a tool's error): every cell is ``plain`` text, never markup."""
     if report["dcs"]:
         dcs = Table(title="datacenters", box=box.SIMPLE_HEAD)
         for col in ("dc", "traffic", "services up", "unknown"):
             dcs.add_column(col)
         for d in report["dcs"]:
-            dcs.add_row(d["dc"], "?" if d["traffic"] is None else f"{d['traffic']:.0%}",
+            dcs.add_row(plain(d["dc"]), "?" if d["traffic"] is None else f"{d['traffic']:.0%}",
                         "?" if d["services_up"] is None else f"{d['services_up']}/{d['services']}",
-                        d["problem"] or "")
+                        plain(d["problem"] or ""))
         out.print(dcs)
     else:
         out.print(f"datacenters: unknown ({report['dc_problem']})", markup=False)
@@ -238,25 +323,57 @@ def status(
         table.add_column(col)
     for r in rows:
         state = r["outcome"] + (" (abort requested)" if r["abort_requested"] else "") + (
-            f" (waiting for approval: {r['waiting_for']})" if r["waiting_for"] else "")
-        table.add_row(r["id"][:12], r["runbook"] + (" (dry run)" if r["dry_run"] else ""),
-                      r["target_dc"] or "-", f"{r['by']} via {r['trigger']}",
-                      r["ago"], state, f"{r['steps_done']}/{r['steps']}")
-    out.print(table if rows else "no runs yet")
+            f" (waiting for approval: {r['waiting_for']})" if r["waiting_for"] else "") + (
+            f" (last heartbeat {r['heartbeat_ago']}: --resume or abort it)"
+            if r["crashed"] else "")
+        table.add_row(plain(r["id"][:12]),
+                      plain(r["runbook"] + (" (dry run)" if r["dry_run"] else "")),
+                      plain(r["target_dc"] or "-"), plain(f"{r['by']} via {r['trigger']}"),
+                      plain(r["ago"]), plain(state), f"{r['steps_done']}/{r['steps']}")
+    out.print(table if rows else Text("no runs yet"))
 
 
 def abort(run_id: Annotated[str, typer.Argument(help="The run to stop.")]) -> None:
-    """Ask a run to stop after its current step (the traffic share stays where it is)."""
-    engine = db.get_engine()
-    db.upgrade(engine)
-    with user_errors(), db.session(engine) as s:
-        run = service.find_run(s, run_id)
-        service.request_abort(s, run.id, by=whoami())
-        service.create_audit_event(
-            s, actor=whoami(), source="cli", action="abort", target=f"{run.runbook}:{run.id}",
-            outcome="requested", run_id=run.id,
-        )
-    out.print(f"abort requested for {run.runbook} run {run.id}; it stops after its current step")
+    """Ask a run to stop after its current step (the traffic share stays where it is); a
+    crashed run (its heartbeat stopped) is abandoned at once: marked aborted."""
+    with store_errors():
+        engine = db.get_engine()
+        db.upgrade(engine)
+        with user_errors(), db.session(engine) as s:
+            run = service.find_run(s, run_id)
+            run = service.request_abort(s, run.id, by=whoami())
+            abandoned = str(run.outcome) == "aborted"
+            service.create_audit_event(
+                s, actor=whoami(), source="cli", action="abort",
+                target=f"{run.runbook}:{run.id}",
+                outcome="abandoned" if abandoned else "requested", run_id=run.id,
+            )
+    if abandoned:
+        out.print(f"{run.runbook} run {run.id} had crashed (no heartbeat): marked aborted",
+                  markup=False)
+        return
+    out.print(f"abort requested for {run.runbook} run {run.id}; it stops after its current step",
+              markup=False)
+
+
+def approve(
+    run_id: Annotated[str, typer.Argument(help="The run waiting at an approval gate.")],
+    reject: Annotated[bool, typer.Option("--reject", help="Reject: the run stops safely "
+                                         "before the gated step.")] = False,
+    reason: Annotated[str, typer.Option("--reason", help="Why, for the record.")] = "",
+) -> None:
+    """Approve (or ``--reject``) the gate a run waits at, as this operating-system user
+    (``os:<user>`` in REVIVE_ROLES). The same rule as Slack: an approver who did not start
+    the run approves; an operator may reject. A refusal changes nothing (exit 2)."""
+    from revive.runs.approvals import decide_from_cli
+
+    with store_errors():
+        engine = db.get_engine()
+        db.upgrade(engine)
+        with user_errors():
+            said = decide_from_cli(engine, run_id, approve=not reject, user=whoami(),
+                                   reason=reason)
+    out.print(said, markup=False)
 
 
 def drill(
@@ -283,7 +400,6 @@ def drill(
     quiet_prefect()
     from flows.drill import DrillParams
     from flows.drill import drill as drill_flow
-    from revive.cli.live import live_progress
     from revive.drill.scenarios import SCENARIOS
 
     if target not in ("simulator", "lab"):
@@ -304,12 +420,12 @@ def drill(
             known_dc(estate, "--lost-dc", lost_dc)
         params = DrillParams(scenario=scenario, seed=seed, out=out_dir, topology=topology,
                              lost_dc=lost_dc, triggered_by=whoami(), trigger="cli")
-    with live_progress(f"drill {scenario}"):
-        result = asyncio.run(drill_flow(params))
+    result = _drill_result(f"drill {scenario}", drill_flow, params)
     rto = ", ".join(f"{k} {'never' if v is None else f'{v:.0f} s'}"
                     for k, v in result["rto_seconds"].items())
     out.print(f"outcome: {result['outcome']}; RTO {rto}; peak DB util "
-              f"{result['peak_db_util']:.2f}; breach seconds {result['breach_seconds']}")
+              f"{result['peak_db_util']:.2f}; breach seconds {result['breach_seconds']}",
+              markup=False)
     out.print(result["headline"], markup=False)
     typer.echo(result["out"])
 
@@ -317,7 +433,6 @@ def drill(
 def _lab_drill(scenario: str, lost_dc: str | None, out_dir: str | None,
                lab_dir: str | None) -> None:
     from flows.lab_drill import LabDrillParams, lab_drill, lab_state
-    from revive.cli.live import live_progress
 
     with user_errors():
         if scenario not in ("dc-fire", "partition"):
@@ -325,12 +440,11 @@ def _lab_drill(scenario: str, lost_dc: str | None, out_dir: str | None,
         params = LabDrillParams(lab_dir=lab_dir, scenario=scenario, lost_dc=lost_dc,
                                 out=out_dir, triggered_by=whoami(), trigger="cli")
         lab_state(params)  # the lab is up and the DC is one of its own: before anything starts
-    with live_progress(f"lab drill {scenario}"):
-        result = asyncio.run(lab_drill(params))
+    result = _drill_result(f"lab drill {scenario}", lab_drill, params)
     rto = ", ".join(f"{k} {'never' if v is None else f'{v:.0f} s'}"
                     for k, v in result["rto_seconds"].items())
     out.print(f"outcome: {result['outcome']}; RTO {rto}; peak DB util "
               f"{result['peak_db_util']:.2f}; ramp holds {result['ramp_holds']}; wall "
-              f"{result['wall_seconds']:.0f} s")
+              f"{result['wall_seconds']:.0f} s", markup=False)
     out.print(result["headline"], markup=False)
     typer.echo(result["out"])

@@ -19,8 +19,8 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from revive.cli.common import EXIT_INPUT
-from revive.errors import ReviveError
+from revive.cli.common import EXIT_INPUT, fail
+from revive.errors import ReviveError, StoreError
 
 app = typer.Typer(help="The Slack app: Socket Mode runner.", no_args_is_help=True)
 
@@ -61,9 +61,14 @@ def socket(
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         slack_app = build_slack_app(settings)  # migrates the store: it must be reachable
+    except StoreError as exc:  # the environment, not the configuration: exit 1, as serve
+        fail(f"cannot start: {exc}")
     except ReviveError as exc:
         typer.echo(f"cannot start: {exc}", err=True)
         raise typer.Exit(EXIT_INPUT) from None
+    from revive.prefect_server import install
+
+    install()  # runs started here together share one temporary Prefect server
     runner = SocketModeRunner(slack_app, app_token, web_client, name=name,
                               ping_interval=ping_interval)
     stop = threading.Event()

@@ -1,14 +1,18 @@
 """One execution of a runbook as revive's store sees it.
 
-``RunSession.start`` enforces one active run per (runbook, target DC) for real runs, writes
-the run record (trigger, who, parameters, topology version) and opens the step ledger.
-Steps are keyed by what they do (``restart:login@dc2``), so the same key on a resumed run
-means the same action; its request id (``<run>:<key>``) makes the tool start it only once.
+``RunSession.start`` writes the run record (trigger, who, parameters, topology version) and
+opens the step ledger; the store refuses a second active real run per (runbook, target DC)
+with ``ActiveRunError``. Steps are keyed by what they do (``restart:login@dc2``), so the same
+key on a resumed run means the same action; its request id (``<run>:<key>``) makes the tool
+start it only once. While the run's process lives, ``Heartbeat`` says so in the store: a run
+whose heartbeat stops is ``crashed``, and no longer holds its (runbook, DC).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,16 +23,16 @@ from sqlalchemy import Engine
 from revive.errors import InputError
 from revive.store import db, service
 from revive.store.models import RunOutcome, StepState, TriggerSource
+from revive.store.service import ActiveRunError
 from revive.topology import Topology, canonical_json, content_hash
 
+__all__ = ["ActiveRunError", "Heartbeat", "Progress", "RunSession"]
 
-class ActiveRunError(InputError):
-    """A run for this (runbook, DC) is already active; it names that run."""
+log = logging.getLogger(__name__)
 
-    def __init__(self, run_id: str, runbook: str, target_dc: str | None) -> None:
-        where = f" for {target_dc}" if target_dc else ""
-        super().__init__(f"{runbook}{where} is already running as run {run_id}")
-        self.run_id = run_id
+#: How often a running run tells the store it is alive; well inside
+#: ``service.STALE_AFTER_S`` (two minutes), after which it would count as crashed.
+HEARTBEAT_EVERY_S = 15.0
 
 
 @dataclass
@@ -67,6 +71,9 @@ class RunSession:
         self.progress = Progress(listeners=list(PROGRESS_LISTENERS))
         self._abort_checked = 0.0
         self._abort = False
+        self._heartbeat: Heartbeat | None = None
+        self.lost = False
+        """The store no longer has this run running (marked crashed, or abandoned): stop."""
 
     @classmethod
     def start(
@@ -84,10 +91,12 @@ class RunSession:
         prefect_flow_run_id: str | None = None,
         engine: Engine | None = None,
     ) -> RunSession:
-        """Open a new run, or reopen ``resume``; refuse a second active run for the same DC.
+        """Open a new run, or reopen ``resume`` (an id or the unique prefix status shows); the
+        store refuses a second active real run for the same DC (``ActiveRunError``).
 
         A Prefect retry of the flow run that started a run continues that run, as
-        ``--resume`` would: the record is found by the Prefect flow run id.
+        ``--resume`` would: the record is found by the Prefect flow run id. ``engine`` is the
+        store to use (a drill's own); by default the one ``REVIVE_DATABASE_URL`` names.
         """
         engine = engine or db.get_engine()
         db.upgrade(engine)
@@ -96,15 +105,11 @@ class RunSession:
                 earlier = service.get_run_by_prefect_id(s, prefect_flow_run_id)
                 resume = earlier.id if earlier is not None else None
             if resume:
-                run = service.get_run_or_raise(s, resume)
+                run = service.find_run(s, resume)
                 if run.runbook != runbook:
                     raise InputError(f"run {resume} is a {run.runbook} run, not {runbook}")
-                service.resume_run(s, resume)
-                return cls(engine, resume, dry_run=run.dry_run)
-            if not dry_run:
-                active = service.get_active_run(s, runbook=runbook, target_dc=target_dc)
-                if active is not None:
-                    raise ActiveRunError(active.id, runbook, target_dc)
+                service.resume_run(s, run.id)
+                return cls(engine, run.id, dry_run=run.dry_run)
             version = service.get_or_create_topology_version(
                 s,
                 source=topology_source,
@@ -174,7 +179,10 @@ class RunSession:
     # --- abort and finish --------------------------------------------------------------------
 
     def abort_requested(self, *, every_s: float = 1.0) -> bool:
-        """Whether someone asked this run to stop (read from the store at most every_s)."""
+        """Whether someone asked this run to stop (read from the store at most every_s), or
+        the store gave the run up (crashed, abandoned) while this process still ran it."""
+        if self.lost:
+            return True
         now = time.monotonic()
         if not self._abort and now - self._abort_checked >= every_s:
             self._abort_checked = now
@@ -183,5 +191,63 @@ class RunSession:
         return self._abort
 
     def finish(self, outcome: RunOutcome, summary: dict[str, Any] | None = None) -> None:
+        self.stop_heartbeat()
         with db.session(self.engine) as s:
             service.finish_run(s, self.run_id, outcome=outcome, summary=summary)
+
+    # --- liveness ----------------------------------------------------------------------------
+
+    def start_heartbeat(self, every_s: float | None = None) -> Heartbeat:
+        """Tell the store every ``every_s`` that this process still runs the run, until
+        ``stop_heartbeat`` (or ``finish``); a run that stops beating counts as crashed."""
+        if self._heartbeat is None:
+            self._heartbeat = Heartbeat(self, HEARTBEAT_EVERY_S if every_s is None else every_s)
+            self._heartbeat.start()
+        return self._heartbeat
+
+    def stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+
+
+class Heartbeat:
+    """Beats for one run on a daemon thread: a thread, not an asyncio task, so a flow that
+    blocks its event loop (or waits at an approval gate) still beats, and a dead process
+    (SIGTERM, SIGKILL, a lost worker) stops beating with it."""
+
+    def __init__(self, session: RunSession, every_s: float) -> None:
+        self.session = session
+        self.every_s = every_s
+        self.beats = 0
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name=f"revive-heartbeat-{session.run_id[:12]}")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(self.every_s):
+            self.beat()
+
+    def beat(self) -> None:
+        """One heartbeat; a store that cannot be reached is logged, and tried again next
+        time (the run is shown crashed only if that lasts ``STALE_AFTER_S``)."""
+        run_id = self.session.run_id
+        try:
+            with db.session(self.session.engine) as s:
+                alive = service.beat_run(s, run_id)
+        except Exception as exc:  # the beat must go on; the next one may get through
+            log.warning("run %s: heartbeat not recorded: %s", run_id, exc)
+            return
+        self.beats += 1
+        if not alive and not self._stopped.is_set():
+            log.warning("run %s is no longer running in the store (crashed or abandoned); "
+                        "it stops at its next step", run_id)
+            self.session.lost = True
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()

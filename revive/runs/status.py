@@ -25,33 +25,42 @@ from revive.topology import Topology
 DC_STATE_TIMEOUT_S = 2.0
 
 
-def recent_runs(engine: Engine, *, limit: int = 20) -> list[dict[str, Any]]:
-    """Newest first: who started what where, its outcome, steps done and abort requests."""
+def recent_runs(engine: Engine, *, limit: int = 20,
+                stale_after_s: float | None = None) -> list[dict[str, Any]]:
+    """Newest first: who started what where, its outcome, steps done and abort requests.
+
+    A running run whose heartbeat stopped ``stale_after_s`` ago (two minutes by default) is
+    shown ``crashed``: its process is gone, it holds nothing, and it can be resumed or
+    aborted."""
     rows = []
+    now = service.utcnow()
     with db.session(engine) as s:
         for run in service.get_all_runs(s, limit=limit):
             steps = service.get_steps(s, run_id=run.id)
             waiting = [st.step_key.removeprefix("approval:") for st in steps
                        if st.action == "approval" and str(st.state) == "started"]
+            crashed = service.is_crashed(run, now=now, stale_after_s=stale_after_s)
             rows.append({
                 "id": run.id, "runbook": run.runbook, "target_dc": run.target_dc,
                 "trigger": str(run.trigger), "by": run.triggered_by,
                 "started_at": run.started_at.isoformat(),
                 "ended_at": run.ended_at.isoformat() if run.ended_at else None,
                 "ago": ago(run.started_at),
-                "outcome": str(run.outcome), "dry_run": run.dry_run,
+                "outcome": "crashed" if crashed else str(run.outcome), "dry_run": run.dry_run,
+                "crashed": crashed,
+                "heartbeat_ago": ago(service.last_sign_of_life(run), now=now),
                 "steps_done": sum(1 for st in steps if str(st.state) == "done"),
                 "steps": len(steps),
                 "abort_requested": run.abort_requested_at is not None,
-                "waiting_for": waiting[0] if waiting and str(run.outcome) == "running"
-                else None,
+                "waiting_for": waiting[0]
+                if waiting and str(run.outcome) == "running" and not crashed else None,
             })
     return rows
 
 
-def ago(when: datetime) -> str:
+def ago(when: datetime, *, now: datetime | None = None) -> str:
     """``42 s ago``, ``12 min ago``, ``3.5 h ago``."""
-    seconds = (datetime.now(UTC) - when).total_seconds()
+    seconds = ((now or datetime.now(UTC)) - when).total_seconds()
     if seconds < 120:
         return f"{seconds:.0f} s ago"
     if seconds < 7200:

@@ -16,7 +16,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Dialect, MetaData, String, TypeDecorator, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Dialect,
+    Index,
+    MetaData,
+    String,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -86,6 +96,8 @@ class RunOutcome(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ABORTED = "aborted"
+    CRASHED = "crashed"
+    """Its heartbeat stopped (the process running it died): resume it, or abort it."""
 
 
 class StepState(enum.StrEnum):
@@ -146,6 +158,11 @@ class TopologyVersion(StoreModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+#: The partial unique index behind "one active run per (runbook, DC)"; which runs it covers.
+ONE_ACTIVE_RUN_INDEX = "ux_run_record_one_active"
+ACTIVE_RUN_WHERE = "outcome = 'running' AND NOT dry_run"
+
+
 class RunRecord(StoreModel, table=True):
     """One execution (or dry run) of a runbook, from trigger to outcome."""
 
@@ -170,6 +187,15 @@ class RunRecord(StoreModel, table=True):
     summary: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     abort_requested_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     abort_requested_by: str | None = Field(default=None)
+    # --- run liveness (finding 3/8) ---
+    heartbeat_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    """Last sign of life of the process running it; ``None`` means since ``started_at``."""
+
+    __table_args__ = (
+        # One active run per (runbook, DC), as one atomic rule: a second insert fails.
+        Index(ONE_ACTIVE_RUN_INDEX, "runbook", "target_dc", unique=True,
+              sqlite_where=text(ACTIVE_RUN_WHERE), postgresql_where=text(ACTIVE_RUN_WHERE)),
+    )
 
 
 class StepRecord(StoreModel, table=True):
@@ -223,3 +249,31 @@ class GateDecision(StoreModel, table=True):
     source: AuditSource = Field(sa_type=StrEnumType(AuditSource))
     decided_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     reason: str = ""
+
+
+class SlackRequest(StoreModel, table=True):
+    """A signed Slack request seen within the signature window, and the answer it got.
+
+    Kept in the store (not in process memory) so a captured request replayed after a restart,
+    or to another server, is answered from this record instead of being acted on again. The
+    key is a hash of the request's signature and timestamp: unique per signed request, so two
+    copies arriving at once cannot both claim it (Slack's ``trigger_id``, when there is one,
+    is a second key, for Slack's own redeliveries). Rows past the window are purged; by then
+    the signature check refuses the request anyway.
+    """
+
+    __tablename__ = "slack_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_key: str = Field(sa_type=String(64), unique=True, index=True)
+    received_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    """When the signature check starts refusing the request (its timestamp + 5 minutes):
+    the row is kept until then, and purged after."""
+    actor: str
+    kind: str = Field(sa_type=String(32))
+    """``command`` or ``interaction``."""
+    summary: str
+    """What was asked (e.g. ``/revive run failover target_dc=dc2``), for the audit trail."""
+    answer: dict[str, Any] | None = Field(default=None, sa_type=JSON)
+    """The answer given; ``None`` while the first copy is still being handled."""

@@ -8,11 +8,14 @@ crash between two steps never loses the first; a database failure raises ``Store
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
+from sqlalchemy import ColumnElement, delete, func, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
@@ -24,6 +27,7 @@ from revive.store.models import (
     GateDecision,
     RunOutcome,
     RunRecord,
+    SlackRequest,
     StepRecord,
     StepState,
     TopologyVersion,
@@ -109,22 +113,45 @@ def create_run(
     target_dc: str | None = None,
     dry_run: bool = False,
     topology_version_id: int | None = None,
+    stale_after_s: float | None = None,
 ) -> RunRecord:
-    """Record a run as started (outcome ``running``) before anything is done, and return it."""
-    run = RunRecord(
-        runbook=runbook,
-        parameters=dict(parameters),
-        trigger=TriggerSource(trigger),
-        triggered_by=triggered_by,
-        target_dc=target_dc,
-        dry_run=dry_run,
-        topology_version_id=topology_version_id,
-        outcome=RunOutcome.RUNNING,
-        started_at=utcnow(),
-    )
-    session.add(run)
-    session.commit()
-    return run
+    """Record a run as started (outcome ``running``) before anything is done, and return it.
+
+    A real run is refused with ``ActiveRunError`` (naming the active run) while another real
+    run of the same (runbook, DC) is active. The partial unique index decides, so of two
+    processes creating it at once exactly one wins. A run whose heartbeat stopped is not
+    active: it is marked ``crashed`` in the same transaction, before the insert.
+    """
+    trigger = TriggerSource(trigger)
+    for attempt in range(3):  # the active run may end between our insert and our look-up
+        now = utcnow()
+        if not dry_run:
+            _mark_crashed(session, runbook=runbook, target_dc=target_dc, now=now,
+                          stale_after_s=stale_after_s)
+        run = RunRecord(
+            runbook=runbook,
+            parameters=dict(parameters),
+            trigger=trigger,
+            triggered_by=triggered_by,
+            target_dc=target_dc,
+            dry_run=dry_run,
+            topology_version_id=topology_version_id,
+            outcome=RunOutcome.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+        )
+        session.add(run)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            _raise_if_active(session, runbook=runbook, target_dc=target_dc,
+                             stale_after_s=stale_after_s)
+            if attempt == 2:  # not the rule (e.g. an unknown topology version): say so
+                raise
+            continue
+        return run
+    raise AssertionError("unreachable: the last attempt raises")  # pragma: no cover
 
 
 @_store_errors
@@ -157,10 +184,12 @@ def find_run(session: Session, id_or_prefix: str) -> RunRecord:
 
 
 @_store_errors
-def get_active_run(session: Session, *, runbook: str, target_dc: str | None) -> RunRecord | None:
+def get_active_run(session: Session, *, runbook: str, target_dc: str | None,
+                   stale_after_s: float | None = None) -> RunRecord | None:
     """The real (not dry) run of this runbook against this DC that is still running, if any.
 
-    Used to refuse a second concurrent recovery of the same thing; dry runs never block.
+    Dry runs never block, nor does a crashed run (its heartbeat is older than
+    ``stale_after_s``). Only ``create_run`` enforces the rule; this answers who holds it.
     """
     statement = (
         select(RunRecord)
@@ -168,6 +197,7 @@ def get_active_run(session: Session, *, runbook: str, target_dc: str | None) -> 
             RunRecord.runbook == runbook,
             RunRecord.outcome == RunOutcome.RUNNING,
             col(RunRecord.dry_run).is_(False),
+            _last_sign_of_life() >= _stale_cutoff(utcnow(), stale_after_s),
         )
         .order_by(col(RunRecord.started_at).desc())
     )
@@ -208,18 +238,34 @@ def finish_run(
 
 
 @_store_errors
-def resume_run(session: Session, run_id: str) -> RunRecord:
-    """Mark a failed, aborted or interrupted run as running again, to continue its steps.
+def resume_run(
+    session: Session, run_id: str, *, stale_after_s: float | None = None
+) -> RunRecord:
+    """Mark a failed, aborted, crashed or interrupted run as running again, to continue its
+    steps.
 
     Its ``done`` steps stay done, so the flow skips them. A succeeded run has nothing left.
+    Another active run of the same (runbook, DC) refuses it with ``ActiveRunError``.
     """
     run = get_run_or_raise(session, run_id)
+    session.refresh(run)  # as it is now, not as this session last saw it
     if run.outcome == RunOutcome.SUCCEEDED:
         raise InputError(f"run {run_id!r} succeeded; there is nothing to resume")
+    now = utcnow()
+    if not run.dry_run:
+        _mark_crashed(session, runbook=run.runbook, target_dc=run.target_dc, now=now,
+                      stale_after_s=stale_after_s, except_id=run.id)
     run.outcome = RunOutcome.RUNNING
     run.ended_at = None
+    run.heartbeat_at = now
     session.add(run)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        _raise_if_active(session, runbook=run.runbook, target_dc=run.target_dc,
+                         stale_after_s=stale_after_s)
+        raise
     return run
 
 
@@ -382,8 +428,13 @@ def get_audit_events(
 
 @_store_errors
 def request_abort(session: Session, run_id: str, *, by: str) -> RunRecord:
-    """Ask a running run to stop after its current step; a finished run cannot be aborted."""
+    """Ask a running run to stop after its current step; a finished run cannot be aborted.
+
+    A crashed run has nobody left to stop: it is abandoned at once (outcome ``aborted``)."""
     run = get_run_or_raise(session, run_id)
+    session.refresh(run)  # as it is now, not as this session last saw it
+    if is_crashed(run):
+        return _abandon(session, run, by=by)
     if run.outcome != RunOutcome.RUNNING:
         raise InputError(f"run {run_id!r} is {run.outcome}; only a running run can be aborted")
     if run.abort_requested_at is None:
@@ -453,4 +504,178 @@ def withdraw_gate_decision(session: Session, decision: GateDecision) -> None:
     """Undo a decision that could not be delivered (the run had stopped waiting), so the
     record never claims a decision that changed nothing."""
     session.delete(decision)
+    session.commit()
+
+
+# --- run liveness: heartbeats, crashed runs, the one-active-run rule -----------------------
+# (appended block: finding 3 and 8; ``create_run``, ``resume_run``, ``get_active_run`` and
+# ``request_abort`` above call into it)
+
+#: A running run whose last heartbeat is older than this is ``crashed``: the process running
+#: it died (a restart of ``revive serve``, a lost worker). Runs beat every ~15 s.
+STALE_AFTER_S = 120.0
+
+
+class ActiveRunError(InputError):
+    """A run for this (runbook, DC) is already active; it names that run."""
+
+    def __init__(self, run_id: str, runbook: str, target_dc: str | None) -> None:
+        where = f" for {target_dc}" if target_dc else ""
+        super().__init__(f"{runbook}{where} is already running as run {run_id}")
+        self.run_id = run_id
+
+
+def _stale_cutoff(now: datetime, stale_after_s: float | None) -> datetime:
+    return now - timedelta(seconds=STALE_AFTER_S if stale_after_s is None else stale_after_s)
+
+
+def _last_sign_of_life() -> ColumnElement[datetime]:
+    """The heartbeat, or the start of a run that has not beaten yet (rows from before 0005)."""
+    return func.coalesce(RunRecord.heartbeat_at, RunRecord.started_at)
+
+
+def last_sign_of_life(run: RunRecord) -> datetime:
+    """When the process running ``run`` last said it was alive."""
+    return run.heartbeat_at or run.started_at
+
+
+def is_crashed(run: RunRecord, *, now: datetime | None = None,
+               stale_after_s: float | None = None) -> bool:
+    """Whether ``run`` crashed: marked so, or still ``running`` with a stale heartbeat."""
+    if run.outcome == RunOutcome.CRASHED:
+        return True
+    cutoff = _stale_cutoff(now or utcnow(), stale_after_s)
+    return run.outcome == RunOutcome.RUNNING and last_sign_of_life(run) < cutoff
+
+
+def _mark_crashed(session: Session, *, runbook: str, target_dc: str | None, now: datetime,
+                  stale_after_s: float | None, except_id: str | None = None) -> None:
+    """Mark the stale running real runs of (runbook, DC) ``crashed``, uncommitted: the caller's
+    insert or resume commits it, so the rule sees the crashed run as ended in that same
+    transaction. An UPDATE first also takes SQLite's write lock before anything is read."""
+    statement = (
+        update(RunRecord)
+        .where(
+            col(RunRecord.runbook) == runbook,
+            col(RunRecord.target_dc) == target_dc,
+            col(RunRecord.outcome) == RunOutcome.RUNNING,
+            col(RunRecord.dry_run).is_(False),
+            _last_sign_of_life() < _stale_cutoff(now, stale_after_s),
+        )
+        .values(outcome=RunOutcome.CRASHED, ended_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    if except_id is not None:
+        statement = statement.where(col(RunRecord.id) != except_id)
+    session.exec(statement)
+
+
+def _raise_if_active(session: Session, *, runbook: str, target_dc: str | None,
+                     stale_after_s: float | None) -> None:
+    """After the database refused a run: ``ActiveRunError`` naming the run that holds
+    (runbook, DC). If none does any more (it just ended), the caller may try again."""
+    active = get_active_run(session, runbook=runbook, target_dc=target_dc,
+                            stale_after_s=stale_after_s)
+    if active is not None:
+        raise ActiveRunError(active.id, runbook, target_dc)
+
+
+@_store_errors
+def beat_run(session: Session, run_id: str) -> bool:
+    """Record that the run's process is alive; ``False`` if the run is no longer running
+    (someone marked it crashed or abandoned it): its process must then stop."""
+    statement = (
+        update(RunRecord)
+        .where(col(RunRecord.id) == run_id, col(RunRecord.outcome) == RunOutcome.RUNNING)
+        .values(heartbeat_at=utcnow())
+        .execution_options(synchronize_session="fetch")
+    )
+    updated = session.exec(statement).rowcount
+    session.commit()
+    return updated == 1
+
+
+def _abandon(session: Session, run: RunRecord, *, by: str) -> RunRecord:
+    """End a crashed run as ``aborted``: its process is gone, so nobody would act on an abort
+    request; the record says who gave it up and when."""
+    now = utcnow()
+    since = last_sign_of_life(run)
+    run.outcome = RunOutcome.ABORTED
+    run.ended_at = now
+    run.abort_requested_at = run.abort_requested_at or now
+    run.abort_requested_by = run.abort_requested_by or by
+    run.summary = {**(run.summary or {}), "abandoned_by": by,
+                   "crashed": f"no heartbeat since {since.isoformat()}"}
+    session.add(run)
+    session.commit()
+    return run
+
+
+# --- remembered Slack requests (replays) ---------------------------------------------------
+
+
+def _request_hash(key: str) -> str:
+    """A fixed-width key for the store: a signature, a timestamp or a trigger id never ends
+    up in the table as it came in."""
+    return hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()
+
+
+def _request_by_keys(session: Session, hashes: Sequence[str]) -> SlackRequest | None:
+    statement = (select(SlackRequest).where(col(SlackRequest.request_key).in_(hashes))
+                 .order_by(col(SlackRequest.id)))
+    return session.exec(statement).first()
+
+
+@_store_errors
+def remember_request(
+    session: Session,
+    *,
+    keys: Sequence[str],
+    actor: str,
+    kind: str,
+    summary: str,
+    now: datetime,
+    expires_at: datetime,
+) -> SlackRequest | None:
+    """Claim a Slack request by its keys, or give back the record of the copy seen first.
+
+    ``None`` means this copy is the first: it is claimed now, and ``answer_request`` records
+    its answer. Otherwise the earlier record is returned (its ``answer`` is ``None`` while
+    that copy is still being handled). The keys are unique, so of two copies racing, from one
+    process or two, exactly one claims the request. Records past their window are purged.
+    """
+    if not keys:
+        raise ValueError("remember_request needs at least one key")
+    # One transaction: the purge, the look and the claim (on SQLite the purge also takes the
+    # write lock first, so copies arriving together are looked up one after the other).
+    session.exec(delete(SlackRequest).where(col(SlackRequest.expires_at) < now))
+    hashes = [_request_hash(key) for key in dict.fromkeys(keys)]
+    earlier = _request_by_keys(session, hashes)
+    if earlier is not None:
+        session.commit()
+        return earlier
+    for key in hashes:
+        session.add(SlackRequest(request_key=key, received_at=now, expires_at=expires_at,
+                                 actor=actor, kind=kind, summary=summary))
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # another copy claimed it between our read and our write
+        earlier = _request_by_keys(session, hashes)
+        if earlier is None:
+            raise
+        return earlier
+    return None
+
+
+@_store_errors
+def answer_request(session: Session, *, keys: Sequence[str], answer: dict[str, Any]) -> None:
+    """Record the answer a claimed request got, for the copies that come after it."""
+    statement = (
+        update(SlackRequest)
+        .where(col(SlackRequest.request_key).in_([_request_hash(k) for k in keys]))
+        .values(answer=dict(answer))
+        .execution_options(synchronize_session=False)
+    )
+    session.exec(statement)
     session.commit()

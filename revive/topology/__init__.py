@@ -59,7 +59,11 @@ DEFAULT_PATH = Path("runbooks/topology.yaml")
 _FRIENDLY = {
     "missing": "missing required key",
     "extra_forbidden": "unknown key",
+    "string_pattern_mismatch": (
+        "not a valid name: 1 to 63 letters, digits, '.', '_' or '-', starting with a "
+        "letter or digit"),
 }
+_SHOW_INPUT = {"string_pattern_mismatch"}
 
 
 def load(path: Path | str = DEFAULT_PATH) -> Topology:
@@ -125,7 +129,8 @@ def _build(located: Located) -> Topology:
 
 def _message(error: Any) -> str:
     text = _FRIENDLY.get(error["type"], error["msg"])
-    if error["type"] not in _FRIENDLY and "input" in error:
+    shown_for = error["type"] not in _FRIENDLY or error["type"] in _SHOW_INPUT
+    if shown_for and "input" in error:
         shown = repr(error["input"])
         if len(shown) <= 60:
             text += f" (got {shown})"

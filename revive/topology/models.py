@@ -22,14 +22,27 @@ from pydantic import (
 
 from revive.topology.simulation import SimConfig
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+"""Names of DCs, services, features, groups, ops tools and traffic classes end up in URLs,
+metric labels, file names, chat and terminal markup: plain characters only."""
+Name = Annotated[str, StringConstraints(strip_whitespace=True, pattern=NAME_PATTERN)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+"""Free text such as a replica's URL or an adapter's name."""
 Tier = Annotated[int, Field(ge=0, le=3)]
+
+# Bounds far beyond any real estate, so that no arithmetic on them overflows or runs long.
+MAX_LOAD = 1e9
+"""Requests (or any load unit) per second, for loads and capacities."""
+MIN_CAPACITY = 1e-3
+"""An instance's capacity; the instances a plan needs (load / capacity) stay countable."""
+MAX_INSTANCES = 1_000_000
+MAX_SECONDS = 10_000_000
 
 
 class Strict(BaseModel):
     """Base for topology models: unknown keys are typos, not extensions."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
 
 class Environment(StrEnum):
@@ -75,7 +88,7 @@ class ToolKind(StrEnum):
 
 class Datacenter(Strict):
     name: Name
-    spare_instances: Annotated[int, Field(ge=0)] | None = None
+    spare_instances: Annotated[int, Field(ge=0, le=MAX_INSTANCES)] | None = None
     """Emergency instances the compute tool can grant here; None means no limit is known."""
 
 
@@ -83,7 +96,7 @@ class TierPolicy(Strict):
     """What a tier demands: the redundancy levels it may use and its recovery-time target."""
 
     redundancy: list[Redundancy] = Field(min_length=1)
-    rto_target_s: Annotated[int, Field(gt=0)]
+    rto_target_s: Annotated[int, Field(gt=0, le=MAX_SECONDS)]
 
 
 DEFAULT_TIER_POLICY: dict[int, TierPolicy] = {
@@ -103,8 +116,8 @@ class OpsTool(Strict):
     """An ops tool with one endpoint per DC; ``adapter`` picks the code that talks to it."""
 
     kind: ToolKind
-    adapter: Name = "sim"
-    replicas: dict[Name, Name] = Field(default_factory=dict)
+    adapter: Text = "sim"
+    replicas: dict[Name, Text] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
     """The adapter's own settings, validated by the adapter (``revive.ops.plugins``)."""
 
@@ -120,7 +133,7 @@ class Feature(Strict):
     """A run-time switchable part of a service; priority 1 goes back on first."""
 
     name: Name
-    priority: Annotated[int, Field(ge=1)]
+    priority: Annotated[int, Field(ge=1, le=MAX_INSTANCES)]
     cost: Annotated[float, Field(gt=0, le=1)]
 
 
@@ -133,9 +146,9 @@ class Service(Strict):
     redundancy: Redundancy
     depends_on: list[Dependency] = Field(default_factory=list)
     boot_requires: list[Name] = Field(default_factory=list)
-    instances: dict[Name, Annotated[int, Field(ge=0)]]
-    capacity_per_instance: Annotated[float, Field(gt=0)]
-    peak_load: Annotated[float, Field(ge=0)]
+    instances: dict[Name, Annotated[int, Field(ge=0, le=MAX_INSTANCES)]]
+    capacity_per_instance: Annotated[float, Field(ge=MIN_CAPACITY, le=MAX_LOAD)]
+    peak_load: Annotated[float, Field(ge=0, le=MAX_LOAD)]
     restart_seconds: Annotated[float, Field(gt=0, le=86400)] = 60
     boot_seconds: Annotated[float, Field(gt=0, le=86400)] = 90
     """A new instance (provisioned or deployed) takes this long to become healthy."""

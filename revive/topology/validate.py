@@ -6,12 +6,17 @@ Each check yields ``(loc, message)`` pairs; the loader turns them into located i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from typing import Any
 
-from revive.topology.models import Role, Topology
+from revive.topology.models import MAX_SECONDS, Role, Topology
 from revive.topology.source import Loc
 
 Problem = tuple[Loc, str]
+
+MAX_SETTING = 1e15
+"""Beyond any timeout, port or count an adapter takes, and below where floats lose integers."""
 
 
 def find_problems(topology: Topology) -> list[Problem]:
@@ -24,7 +29,31 @@ def find_problems(topology: Topology) -> list[Problem]:
         *_simulation(topology),
         *_adapters(topology),
         *_ramp(topology),
+        *_settings_numbers(topology),
     ]
+
+
+def _settings_numbers(topology: Topology) -> Iterator[Problem]:
+    """Numbers in an adapter's ``settings:`` (timeouts, ports, counts) are finite and bounded
+    too, whatever the adapter's model says: ``.inf`` or ``1e308`` is a mistake there."""
+    for name, tool in topology.ops_tools.items():
+        yield from _bounded(("ops_tools", name, "settings"), tool.settings, MAX_SETTING)
+
+
+def _bounded(root: Loc, value: Any, limit: float) -> Iterator[Problem]:
+    stack: list[tuple[Loc, Any]] = [(root, value)]
+    while stack:
+        loc, item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(((*loc, str(k)), v) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend(((*loc, i), v) for i, v in enumerate(item))
+        elif isinstance(item, bool) or not isinstance(item, int | float):
+            continue
+        elif not math.isfinite(item):
+            yield loc, "Input should be a finite number"
+        elif abs(item) > limit:
+            yield loc, f"Input should be between {-limit:g} and {limit:g}"
 
 
 def _ramp(topology: Topology) -> Iterator[Problem]:
@@ -34,11 +63,16 @@ def _ramp(topology: Topology) -> Iterator[Problem]:
     from revive.ramp.pacing import RampPacing
 
     try:
-        RampPacing.model_validate(topology.ramp)
+        pacing = RampPacing.model_validate(topology.ramp)
     except ValidationError as exc:
         for err in exc.errors():
             message = {"extra_forbidden": "unknown key"}.get(err["type"], err["msg"])
             yield ("ramp", *err["loc"]), message
+        return
+    # The policy's own fields have no upper bounds; "1e300" (a string in YAML) is a number
+    # once validated, so the bounds are checked on the validated values.
+    given = pacing.model_dump(include=set(topology.ramp) & set(RampPacing.model_fields))
+    yield from _bounded(("ramp",), given, MAX_SECONDS)
 
 
 def _adapters(topology: Topology) -> Iterator[Problem]:

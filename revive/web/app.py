@@ -1,8 +1,10 @@
 """The Slack app over HTTP: ``/slack/commands``, ``/slack/interactions`` and ``/healthz``.
 
-Nothing is done for a request whose signature does not verify (401). Everything else is the
-transport-independent ``SlackApp``: it answers within Slack's 3 seconds and starts long work
-in the background, so the HTTP layer only verifies, decodes and returns the acknowledgement.
+Nothing is done for a request whose signature does not verify (401), and no body is read past
+``MAX_BODY_BYTES`` (413). Everything else is the transport-independent ``SlackApp``: it
+answers within Slack's 3 seconds and starts long work in the background, so the HTTP layer
+only verifies, decodes and returns the acknowledgement. Input that cannot be Slack's is a 4xx
+with a one-line reason, never a 500.
 """
 
 from __future__ import annotations
@@ -17,26 +19,40 @@ from fastapi.responses import JSONResponse, Response
 from slack_sdk.signature import Clock
 
 from revive.web.approvals import Resume
-from revive.web.dispatch import build_slack_app, parse_payload
+from revive.web.dispatch import MalformedRequest, build_slack_app, parse_payload
 from revive.web.replies import Job
 from revive.web.settings import WebSettings
-from revive.web.verify import make_verifier, verified_body
+from revive.web.verify import SignedBody, make_verifier, verified_body
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
 RETRY_HEADER = "X-Slack-Retry-Num"
+#: A form has a dozen fields; more is not Slack's.
+MAX_FORM_FIELDS = 100
 
 
 def _form(body: bytes) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"),
-                                         keep_blank_values=True).items()}
+    """The form fields; ``MalformedRequest`` for a form that cannot be Slack's."""
+    try:
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True,
+                          max_num_fields=MAX_FORM_FIELDS)
+    except ValueError as exc:
+        raise MalformedRequest(f"the form cannot be read ({exc})") from None
+    return {k: v[0] for k, v in fields.items()}
 
 
 def _retry(request: Request) -> int | None:
-    value = request.headers.get(RETRY_HEADER, "")
-    return int(value) if value.isdigit() else None
+    """Slack's delivery attempt, for the log; the header is not signed, so anything else
+    (non-ASCII digits included) is ignored."""
+    value = request.headers.get(RETRY_HEADER, "").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 6 else None
+
+
+def _bad_request(exc: MalformedRequest) -> JSONResponse:
+    log.warning("refused a signed Slack request: %s", exc)
+    return JSONResponse({"error": str(exc)}, status_code=400)
 
 
 def create_app(
@@ -52,7 +68,8 @@ def create_app(
     settings = settings if settings is not None else WebSettings()
     verifier = make_verifier(settings.slack_signing_secret.get_secret_value(), clock=clock)
     slack = build_slack_app(settings, start=start, groups_of=groups_of,
-                            http_client=http_client, resume=resume)
+                            http_client=http_client, resume=resume,
+                            clock=clock.now if clock is not None else None)
 
     app = FastAPI(title="revive", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
@@ -65,16 +82,20 @@ def create_app(
         return {"status": "ok"}
 
     @app.post("/slack/commands")
-    def slack_commands(request: Request, body: bytes = verified) -> JSONResponse:
-        return JSONResponse(slack.command(_form(body), retry=_retry(request)))
+    def slack_commands(request: Request, signed: SignedBody = verified) -> JSONResponse:
+        try:
+            form = _form(signed.body)
+        except MalformedRequest as exc:
+            return _bad_request(exc)
+        return JSONResponse(slack.command(form, retry=_retry(request), signed=signed.signed))
 
     @app.post("/slack/interactions")
-    def slack_interactions(request: Request, body: bytes = verified) -> Response:
+    def slack_interactions(request: Request, signed: SignedBody = verified) -> Response:
         try:
-            payload = parse_payload(_form(body))
-        except ValueError:
-            return JSONResponse({"error": "the body has no JSON payload"}, status_code=400)
-        answer = slack.interaction(payload, retry=_retry(request))
+            payload = parse_payload(_form(signed.body))
+            answer = slack.interaction(payload, retry=_retry(request), signed=signed.signed)
+        except MalformedRequest as exc:
+            return _bad_request(exc)
         return JSONResponse(answer) if answer else Response(status_code=200)
 
     return app

@@ -4,12 +4,15 @@ A click resumes the paused Prefect flow run with the same typed input the Prefec
 dialog sends (``flows.approval.Approval``), after these checks, each refused with a reason
 and audited:
 
-* approving needs the approver role and must come from someone other than the person who
-  started the run (two-person rule); rejecting needs only the operator role, like an abort,
-  because stopping safely should never wait for a second person;
+* the one rule every path to a gate obeys (``revive.runs.approvals.refusal``): approving
+  needs the approver role and must come from someone other than the person who started
+  the run (two-person rule); rejecting needs only the operator role, like an abort,
+  because stopping safely should never wait for a second person. Slack signs its
+  requests, so the clicking user is authenticated;
 * the first decision at a (run, gate) wins: it is stored with a unique key before the run is
-  resumed, so double clicks, two approvers at once, or Slack racing the Prefect UI all end
-  with one decision, and everyone after is told who decided and when;
+  resumed, so double clicks, two approvers at once, or Slack racing the Prefect UI or the
+  CLI all end with one decision, and everyone after is told who decided and when. The flow
+  takes the stored decision, whatever input reaches it;
 * a decision that cannot be delivered (the run stopped waiting: it timed out, was cancelled
   or crashed) is withdrawn, so the record never claims a decision that changed nothing.
 """
@@ -17,6 +20,7 @@ and audited:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC
 from typing import Any
@@ -24,11 +28,11 @@ from uuid import UUID
 
 from revive.chat.blocks import APPROVE_ACTION, REJECT_ACTION, gate_of
 from revive.chat.text import slack_escape
+from revive.runs.approvals import refusal
 from revive.store import db, service
 from revive.store.models import AuditSource, GateDecision, RunOutcome
 from revive.web.access import Access
 from revive.web.replies import Caller, Reply
-from revive.web.settings import Role
 
 __all__ = ["ApprovalHandler", "Resume", "prefect_resume"]
 
@@ -38,11 +42,31 @@ log = logging.getLogger(__name__)
 Resume = Callable[[str, dict[str, Any]], None]
 
 
+#: How often, and how many times, a resume is tried again while the flow pauses anew.
+RESUME_RETRY_S, RESUME_RETRIES = 0.5, 10
+
+
 def prefect_resume(flow_run_id: str, run_input: dict[str, Any]) -> None:
-    """Resume through the Prefect API (``PREFECT_API_URL``, or this process's server)."""
+    """Resume through the Prefect API (``PREFECT_API_URL``, or this process's server).
+
+    A flow that is running rather than paused is between two pauses of the gate (it just
+    refused an answer from the Prefect UI) or is taking a stored decision itself: it is
+    asked again briefly, and if it still runs, it finds the decision in the store, which
+    the caller wrote first. Raises when the flow run is not alive any more."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import NotPausedError
     from prefect.flow_runs import resume_flow_run
 
-    resume_flow_run(UUID(flow_run_id), run_input=run_input)
+    for _ in range(RESUME_RETRIES):
+        try:
+            resume_flow_run(UUID(flow_run_id), run_input=run_input)
+            return
+        except NotPausedError:
+            with get_client(sync_client=True) as client:
+                state = client.read_flow_run(UUID(flow_run_id)).state
+            if state is None or not state.is_running():
+                raise
+        time.sleep(RESUME_RETRY_S)
 
 
 def _when(decision: GateDecision) -> str:
@@ -90,14 +114,8 @@ class ApprovalHandler:
             return Reply(f":warning: There is no run `{slack_escape(run_id)}`.")
         environment = self.access.environment()
         role = self.access.role(caller, environment)
-        needed = Role.APPROVER if approve else Role.OPERATOR
-        reason = None
-        if role < needed:
-            reason = (f"to {verb} you need the {needed} role in {environment}; you have "
-                      f"{'no role' if role is Role.NONE else role}")
-        elif approve and caller.started(run.triggered_by):
-            reason = ("you started this run, and a run needs a second person to approve it "
-                      "(two-person rule); ask another approver")
+        reason = refusal(approve=approve, role=role, environment=environment,
+                         started=caller.started(run.triggered_by))
         if reason:
             self.access.audit(caller, verb, target, "refused", run_id=run_id,
                               detail={**detail, "reason": reason, "role": str(role)})
@@ -139,8 +157,8 @@ class ApprovalHandler:
         if not flow_run_id:
             return "the run has no Prefect flow run to resume"
         try:
-            self.resume(flow_run_id, {"approve": approve, "approver": caller.identity,
-                                      "reason": reason})
+            self.resume(flow_run_id, {"decision": "approve" if approve else "reject",
+                                      "approver": caller.identity, "reason": reason})
         except Exception as exc:
             log.warning("could not resume flow run %s: %s", flow_run_id, exc)
             return f"the run is no longer waiting for a decision ({type(exc).__name__}: {exc})"

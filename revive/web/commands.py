@@ -38,6 +38,10 @@ TEMPLATES = "slack"
 
 #: Parameters a person may not set: who started the run is who typed the command.
 RESERVED_PARAMS = frozenset({"triggered_by", "trigger"})
+#: Parameters that are the server's configuration, never a command's: which estate revive
+#: acts on (and so whether approval gates apply) and which simulator it calls. A command
+#: naming one is refused before the file is read or the URL called.
+SERVER_PARAMS = {"topology": "REVIVE_TOPOLOGY", "sim_url": "REVIVE_SIM_URL"}
 STATUS_LIMIT = 15
 
 
@@ -194,6 +198,9 @@ class CommandHandler:
         from revive.cli.runs import RUNBOOKS, parse_assignments
 
         assert command.runbook is not None
+        refused = _server_param(command)
+        if refused is not None:
+            return refused
         module_name, flow_name, params_name = RUNBOOKS[command.runbook]
         module = importlib.import_module(module_name)
         flow, params_model = getattr(module, flow_name), getattr(module, params_name)
@@ -299,6 +306,21 @@ class CommandHandler:
         except Exception:
             self.release(job.key)
             raise
+
+
+def _server_param(command: Command) -> _Result | None:
+    """The refusal of a command that sets server configuration (``topology=``,
+    ``sim_url=``), or None. Checked before anything else about the run, so the file named is
+    never read and the URL never called."""
+    for pair in command.assignments:
+        key = pair.partition("=")[0].strip().lower().replace("-", "_")
+        if key in SERVER_PARAMS:
+            reason = (f"`{key}` is the server's configuration ({SERVER_PARAMS[key]}), not a "
+                      f"parameter of a command: runs from Slack act on the estate this server "
+                      f"serves. Nothing was started")
+            return _Result(Reply(f":no_entry: Refused: {reason}."), "refused",
+                           command.runbook or "run", detail={"reason": reason})
+    return None
 
 
 class _RestartPlanArgs(BaseModel):

@@ -40,8 +40,6 @@ RESPONSE_URL_TTL_S = 29 * 60.0
 REHEARSAL_QUIET_S = 0.2
 #: ...but never longer than this: rehearsals yield to answering people, they never starve.
 REHEARSAL_MAX_DEFER_S = 2.0
-#: Prefect states in which a deployment run still counts as the active run of its runbook.
-ACTIVE_STATES = ["SCHEDULED", "PENDING", "RUNNING", "PAUSED", "CANCELLING"]
 
 
 def deployment_name(job: Job, run_from_dc: str | None) -> str:
@@ -162,31 +160,12 @@ class BackgroundRunner:
         self.answer(job, Reply(text, ephemeral=False))
 
     async def _create_flow_run(self, job: Job, name: str) -> tuple[str, str, str | None]:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            DeploymentFilter,
-            DeploymentFilterId,
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-        )
         from prefect.deployments import run_deployment
 
+        # No look at Prefect's flow runs for a duplicate here: one active run per (runbook,
+        # DC) is the store's rule, applied when the worker's run opens its record; a flow run
+        # Prefect still shows running after its worker died must not block a new one.
         params = job.params.model_dump(mode="json")
-        async with get_client() as client:
-            deployment = await client.read_deployment_by_name(name)
-            if not getattr(job.params, "dry_run", False):
-                active = await client.read_flow_runs(
-                    deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
-                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                        type=FlowRunFilterStateType(any_=ACTIVE_STATES))), limit=5)
-                for run in active:
-                    theirs = run.parameters.get("params") or {}
-                    if all(theirs.get(k) == params.get(k) for k in ("target_dc", "lost_dc")):
-                        return (f":information_source: *{slack_escape(job.name)}* is already "
-                                f"{str(run.state_name).lower()} on Prefect as flow run "
-                                f"`{run.name}` ({run.id}); see `/revive status`.",
-                                "duplicate", str(run.id))
         key = f"slack:{job.caller.request_id}" if job.caller.request_id else None
         flow_run = await run_deployment(name, parameters={"params": params}, timeout=0,
                                         idempotency_key=key)

@@ -52,7 +52,10 @@ class WebSettings(BaseSettings):
         default_factory=dict,
         description='JSON: {"production": {"U123": "approver"}, "*": {"*": "viewer"}}.',
     )
-    topology: str = Field("runbooks/topology.yaml", description="Topology file for check/plan.")
+    topology: str = Field(
+        "runbooks/topology.yaml", description="The estate this server serves: check, plan, "
+        "the environment roles are looked up in, and every run started from Slack (a command "
+        "cannot name another, nor a simulator: those are this server's configuration).")
     start_mode: Literal["auto", "deployment", "process"] = Field(
         "auto", description="Where runs started from Slack execute: a Prefect deployment "
         "run on a worker, or this process; auto = deployment when PREFECT_API_URL is set.")

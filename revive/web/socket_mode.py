@@ -19,8 +19,9 @@ only turns envelopes into calls and the answers into acknowledgements:
 A handler that fails never takes the runner down: it is logged and the envelope is still
 acknowledged, with an ephemeral error for the person who asked. Slack redelivers an envelope
 that went unacknowledged (``retry_attempt``), possibly to another runner; ``SlackApp``
-answers a redelivery it has seen from memory, and across runners the store's rules (one
-active run per runbook and DC, one decision per gate) hold.
+answers a redelivery from the store by its ``trigger_id`` (so runners sharing a store know
+it too), and the store's rules (one active run per runbook and DC, one decision per gate)
+hold.
 
 Socket Mode needs no signing secret: the app-level token authenticates the connection.
 Connecting, reconnecting (Slack recycles connections every few hours, with a ``disconnect``
@@ -48,7 +49,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from revive.chat.retry import retry_handlers
 from revive.chat.sink import DEFAULT_SLACK_API_URL
 from revive.chat.sink import web_client_from_env as bot_client_from_env
-from revive.web.dispatch import SlackApp
+from revive.web.dispatch import MalformedRequest, SlackApp
 from revive.web.replies import Reply
 
 __all__ = [
@@ -296,6 +297,9 @@ class SocketModeRunner:
     def _interaction(self, request: SocketModeRequest, retry: int | None) -> dict[str, Any]:
         try:
             return self.slack.interaction(request.payload, retry=retry)
+        except MalformedRequest as exc:  # not Slack's shape: nothing to do, nobody to tell
+            log.warning("%signored a malformed button press: %s", self._prefix, exc)
+            return {}
         except Exception:
             log.exception("%sa button press failed", self._prefix)
             url = request.payload.get("response_url")

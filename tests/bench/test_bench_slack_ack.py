@@ -53,7 +53,7 @@ def _sane(row: dict, n: int | None = None) -> None:
 
 def test_every_command_is_acknowledged_and_accepted(report: dict) -> None:
     assert report["commands"] == COMMANDS
-    assert "run failover target_dc=dc2 --dry-run sim_url=http://127.0.0.1:" in report["text"]
+    assert report["text"] == "run failover target_dc=dc2 --dry-run"  # the estate: the server's
     ack = report["ack"]
     assert ack["statuses"] == {"200": COMMANDS}
     assert ack["accepted"] == COMMANDS

@@ -43,8 +43,10 @@ async def _paused_run_id() -> str | None:
     return str(runs[0].id) if runs else None
 
 
-@pytest.mark.parametrize("approve", [True, False])
-def test_production_failover_waits_for_an_approver(tmp_path, serve, approve: bool) -> None:
+def test_production_failover_waits_and_a_rejection_from_the_prefect_ui_stops_it(
+        tmp_path, serve) -> None:
+    """Anyone may reject from the UI (approving there needs a one-time code: see
+    test_approval_codes.py)."""
     topology, path = write(tmp_path, small(environment="production"))
     sim, url = serve(topology)
     sim.estate.power_loss("dc1")
@@ -67,23 +69,18 @@ def test_production_failover_waits_for_an_approver(tmp_path, serve, approve: boo
     assert paused, "the failover never paused at the approval gate"
     assert sim.estate.class_weights["tier0"]["dc2"] == 0.5  # no traffic moved while waiting
     resume_flow_run(paused, run_input={  # what the UI's Resume dialog sends
-        "approve": approve, "approver": "bob", "reason": "" if approve else "not now"})
+        "decision": "reject", "approver": "bob", "reason": "not now"})
     worker.join(timeout=120)
     assert not worker.is_alive()
     with db.session(db.get_engine()) as s:
         (run,) = service.get_all_runs(s)
         (event,) = service.get_audit_events(s, run_id=run.id)
     assert event.actor == "bob"
-    if approve:
-        assert outcome["result"]["outcome"] == "recovered"
-        assert event.outcome == "approved"
-        assert sim.estate.weights["dc2"] == 1.0
-    else:
-        assert "traffic rejected (not now)" in str(outcome["error"])
-        assert event.outcome == "rejected"
-        assert event.detail == {"reason": "not now"}
-        assert sim.estate.class_weights["tier0"]["dc2"] == 0.5  # traffic never moved
-        assert str(run.outcome) == "failed"
+    assert "traffic rejected (not now)" in str(outcome["error"])
+    assert event.outcome == "rejected"
+    assert event.detail == {"reason": "not now"}
+    assert sim.estate.class_weights["tier0"]["dc2"] == 0.5  # traffic never moved
+    assert str(run.outcome) == "failed"
 
 
 # --- the same gate answered from Slack -------------------------------------------------------

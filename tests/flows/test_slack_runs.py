@@ -40,14 +40,15 @@ def _timed(app: App, text: str) -> tuple[float, str]:
 
 
 def test_commands_are_answered_within_slacks_limit_while_a_recovery_runs(
-        tmp_path, serve, store_url: str) -> None:
+        tmp_path, serve, store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     topology, path = write(tmp_path, small(environment="staging"))
     sim, url = serve(topology)
+    monkeypatch.setenv("REVIVE_SIM_URL", url)  # the estate is the server's configuration
     sim.estate.power_loss("dc1")
     app = App(WebSettings(slack_signing_secret=SecretStr(SLACK_SECRET), topology=path,
                           roles={"*": {OPERATOR: "operator"}}),
               FixedClock(NOW), store_url, run_jobs=True)
-    elapsed, answer = _timed(app, f"run failover target_dc=dc2 sim_url={url}")
+    elapsed, answer = _timed(app, "run failover target_dc=dc2")
     assert elapsed < SLACK_LIMIT_S and "Accepted: *failover* → dc2" in answer
     deadline = time.monotonic() + 60
     while not _running(store_url) and time.monotonic() < deadline:

@@ -220,8 +220,8 @@ def test_active_run_lookup(db: Session) -> None:
 
 def test_all_runs_newest_first(db: Session, clock: Clock) -> None:
     ids = []
-    for _ in range(5):
-        ids.append(new_run(db).id)
+    for n in range(5):  # one active run per (runbook, DC): each of another DC
+        ids.append(new_run(db, target_dc=f"dc{n}").id)
         clock.advance(1)
     assert [r.id for r in service.get_all_runs(db)] == ids[::-1]
     assert [r.id for r in service.get_all_runs(db, limit=2)] == ids[:-3:-1]
@@ -280,7 +280,7 @@ def test_failed_or_interrupted_step_starts_again(db: Session, clock: Clock) -> N
 
 def test_step_unique_per_run(db: Session) -> None:
     run = new_run(db)
-    other = new_run(db)
+    other = new_run(db, target_dc="dc3")
     service.start_step(db, run_id=run.id, step_key="s1", action="a")
     service.start_step(db, run_id=other.id, step_key="s1", action="a")  # other run: fine
     db.add(StepRecord(run_id=run.id, step_key="s1", action="a"))
@@ -324,7 +324,7 @@ def test_steps_in_start_order_with_timings(db: Session, clock: Clock) -> None:
         {"step_key": "a-second", "action": "do a-second", "state": "done", "seconds": 0.25},
         {"step_key": "b-running", "action": "wait", "state": "started", "seconds": None},
     ]
-    assert service.get_steps(db, run_id=new_run(db).id) == []
+    assert service.get_steps(db, run_id=new_run(db, dry_run=True).id) == []
 
 
 # --- audit ----------------------------------------------------------------------------------

@@ -114,7 +114,8 @@ def test_content_hash_ignores_formatting_but_not_meaning() -> None:
         ("    kind: secret_store", "    kind: secrets",
          "runbooks/x.yaml:7 ops_tools.vault.kind: Input should be"),
         ("capacity_per_instance: 800", "capacity_per_instance: 0",
-         "runbooks/x.yaml:17 services[0].capacity_per_instance: Input should be greater than 0"),
+         "runbooks/x.yaml:17 services[0].capacity_per_instance: Input should be greater than "
+         "or equal to 0.001"),
     ],
 )
 def test_each_mistake_names_file_line_and_key(old: str, new: str, expected: str) -> None:

@@ -3,13 +3,16 @@
 A real ``prefect server start`` serves the UI; ``revive run failover`` runs against it (its
 own process, as an operator would start it) on a production estate, and pauses before
 traffic moves. Debian's Chromium, driven by Playwright, opens the run's page (the link revive
-puts in its progress), presses Resume and fills in the form Prefect builds from
-``flows.approval.Approval``. The run must then go on or stop exactly as the answer says,
-and revive's store must record who decided, from the UI.
+puts in its progress, in the V2 UI), picks Open menu → Resume and fills in the form built from
+``flows.approval.Approval``: an explicit decision, and to approve, the one-time code revive
+sent the approver by Slack direct message (a fake Slack speaking the Web API here). The run
+must then go on or stop exactly as the answer says, and revive's store must record who
+decided, from the UI: the code's holder for an approval, the typed name for a rejection.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -24,6 +27,7 @@ import pytest
 from revive.drill.server import SimServer
 from revive.sim import Simulator
 from revive.store import db, service
+from tests.chat.fake_slack import FakeSlack
 from tests.factories import REPO
 from tests.flows.estates import small, write
 from tests.prefect_server import prefect_server, tail
@@ -33,6 +37,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAUSE_TIMEOUT_S = 120.0
 RUN_TIMEOUT_S = 180.0
+APPROVER = "UCAROL"
+CODE = re.compile(r"`([A-Z0-9]{4}-[A-Z0-9]{4}-[A-Z0-9]{4})`")
 
 
 @pytest.fixture(scope="module")
@@ -65,23 +71,40 @@ def _paused_run(api: str, process: subprocess.Popen[bytes], log: Path) -> str:
     raise AssertionError(f"the failover never paused at the approval gate:\n{tail(log)}")
 
 
+def _code(fake: FakeSlack, user: str) -> str:
+    """The one-time code revive sent ``user`` privately, once it has."""
+    deadline = time.monotonic() + PAUSE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        for method, params in list(fake.calls):
+            if method == "chat.postMessage" and params.get("channel") == user:
+                found = CODE.search(str(params.get("text")))
+                if found:
+                    return found.group(1)
+        time.sleep(0.2)
+    raise AssertionError(f"no approval code was sent to {user}")
+
+
 def _answer_in_the_ui(browser: Any, ui: str, flow_run_id: str, *, approve: bool,
-                      approver: str, reason: str) -> None:
+                      code: str, approver: str, reason: str) -> None:
     context = browser.new_context()
     # The UI calls an analytics host even with analytics off; nothing leaves this machine.
     context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/]).*"), lambda route: route.abort())
     try:
         page = context.new_page()
-        page.goto(f"{ui}/runs/flow-run/{flow_run_id}")
-        page.get_by_role("button", name="Resume").click()
+        page.goto(f"{ui}/v2/runs/flow-run/{flow_run_id}")
+        page.get_by_role("button", name="Open menu").click()
+        page.get_by_role("menuitem", name="Resume").click()
         dialog = page.get_by_role("dialog")
         dialog.get_by_text("Resume Flow Run").wait_for()
-        if approve:
-            dialog.get_by_role("switch").click()
-        approver_box, reason_box = dialog.get_by_role("textbox").all()
-        approver_box.fill(approver)
-        reason_box.fill(reason)
-        dialog.get_by_role("button", name="Submit").click()
+        # the form Prefect builds from Approval: decision (a select with no default: an
+        # explicit choice), then the code, approver and reason text boxes
+        dialog.get_by_role("button", name="Select Decision").click()
+        page.get_by_role("option", name="approve" if approve else "reject",
+                         exact=True).click()
+        dialog.get_by_role("textbox", name="Code (Optional)").fill(code)
+        dialog.get_by_role("textbox", name="Approver (Optional)").fill(approver)
+        dialog.get_by_role("textbox", name="Reason (Optional)").fill(reason)
+        dialog.get_by_role("button", name="Resume").click()
         dialog.wait_for(state="hidden")
     finally:
         context.close()
@@ -96,19 +119,24 @@ def test_the_ui_resume_dialog_decides_the_production_gate(
     store = f"sqlite:///{tmp_path / 'revive.db'}"
     log = tmp_path / "failover.log"
     revive = str(Path(sys.executable).with_name("revive"))
-    with SimServer(sim) as sim_server:
+    with SimServer(sim) as sim_server, FakeSlack() as slack:
         sim.estate.power_loss("dc1")
+        env = {**server, "REVIVE_DATABASE_URL": store, "REVIVE_SLACK_BOT_TOKEN": "xoxb-test",
+               "REVIVE_SLACK_CHANNEL": "#incident", "REVIVE_SLACK_API_URL": slack.url,
+               "REVIVE_ROLES": json.dumps({"production": {APPROVER: "approver"}})}
         with log.open("w") as out:
             process = subprocess.Popen(
                 [revive, "run", "failover", f"topology={path}", "target_dc=dc2",
                  f"sim_url={sim_server.url}", "approval_timeout_s=600"],
-                cwd=REPO, env={**server, "REVIVE_DATABASE_URL": store}, stdout=out,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
         try:
             flow_run_id = _paused_run(server["PREFECT_API_URL"], process, log)
             assert sim.estate.class_weights["tier0"]["dc2"] == 0.5  # nothing moved while it waits
+            code = _code(slack, APPROVER) if approve else ""
             _answer_in_the_ui(browser, server["PREFECT_UI_URL"], flow_run_id, approve=approve,
-                              approver="carol", reason="" if approve else "db not warm")
+                              code=code, approver="carol",
+                              reason="" if approve else "db not warm")
             returncode = process.wait(timeout=RUN_TIMEOUT_S)
         finally:
             if process.poll() is None:
@@ -122,8 +150,9 @@ def test_the_ui_resume_dialog_decides_the_production_gate(
             decision = service.get_gate_decision(s, run_id=run.id, gate="traffic")
             (event,) = service.get_audit_events(s, run_id=run.id)
             assert run.prefect_flow_run_id == flow_run_id
-            assert (decision.decided_by, str(decision.source)) == ("carol", "ui")
-            assert (event.actor, str(event.source)) == ("carol", "ui")
+            who = APPROVER if approve else "carol"  # an approval is the code's holder's
+            assert (decision.decided_by, str(decision.source)) == (who, "ui")
+            assert (event.actor, str(event.source)) == (who, "ui")
             outcome = str(run.outcome)
     finally:
         engine.dispose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,9 @@ TOPOLOGY = str(Path(__file__).resolve().parents[2] / "runbooks" / "topology.yaml
 VIEWER, OPERATOR, GROUPIE = "UVIEWER", "UOPERATOR", "UGROUPIE"
 APPROVER, APPROVER2 = "UAPPROVER", "UAPPROVER2"
 RESPONSE_URL = "https://hooks.slack.test/resp"
+#: Slack gives every request its own trigger_id: two commands are two requests, even when
+#: typed alike in the same second (a request sent again is the same request: a replay).
+_TRIGGERS = (f"trigger-{n}" for n in itertools.count(1))
 
 
 class FixedClock:
@@ -127,8 +131,11 @@ class App:
     def slack(self) -> Any:
         return self.app.state.slack
 
-    def command(self, text: str, *, user: str = VIEWER, trigger: str = "",
+    def command(self, text: str, *, user: str = VIEWER, trigger: str | None = None,
                 **overrides: Any) -> httpx.Response:
+        """A signed ``/revive`` command; ``trigger`` is a fresh trigger_id unless given
+        (``""``: none, as in a request made up by hand)."""
+        trigger = next(_TRIGGERS) if trigger is None else trigger
         form = {"command": "/revive", "text": text, "user_id": user, "user_name": user.lower(),
                 "channel_id": "C1", "response_url": RESPONSE_URL, "trigger_id": trigger}
         body = urlencode(form)

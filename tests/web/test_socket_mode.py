@@ -194,8 +194,8 @@ def test_a_button_press_is_acknowledged_and_resumes_the_run(
     assert ack.payload is None  # block_actions: an empty acknowledgement
 
     (posted,) = _wait(lambda: dc1.posted)  # the decision goes to the press's response_url
-    assert [(flow_run, answer["approve"]) for flow_run, answer in dc1.resumed] == \
-        [("flow-run-1", True)]
+    assert [(flow_run, answer["decision"]) for flow_run, answer in dc1.resumed] == \
+        [("flow-run-1", "approve")]
     assert "approved" in posted["text"] and posted["replace_original"] is False
 
     # Slack delivers the press again: the same answer, no second resume.
