@@ -288,7 +288,8 @@ def _validation_message(exc: ValidationError) -> str:
 
 def status(
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Recent runs.")] = 20,
-    topology: Annotated[str, typer.Option("--topology", help="Topology file (for the DCs).")
+    topology: Annotated[str, typer.Option("--topology", envvar="REVIVE_TOPOLOGY",
+                                          help="Topology file (for the DCs).")
                         ] = str(DEFAULT_PATH),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -362,9 +363,9 @@ def approve(
                                          "before the gated step.")] = False,
     reason: Annotated[str, typer.Option("--reason", help="Why, for the record.")] = "",
 ) -> None:
-    """Approve (or ``--reject``) the gate a run waits at, as this operating-system user
-    (``os:<user>`` in REVIVE_ROLES). The same rule as Slack: an approver who did not start
-    the run approves; an operator may reject. A refusal changes nothing (exit 2)."""
+    """Approve (or --reject) the gate a run waits at, as this operating-system user
+    (os:USER in REVIVE_ROLES). The same rule as Slack: an approver who did not start the run
+    approves; an operator may reject. A refusal changes nothing (exit 2)."""
     from revive.runs.approvals import decide_from_cli
 
     with store_errors():
@@ -382,9 +383,8 @@ def drill(
     out_dir: Annotated[
         str | None, typer.Option("--out", help="Report directory (default .revive/drills/<UTC>).")
     ] = None,
-    topology: Annotated[str, typer.Option("--topology", "-t", help="Topology file.")] = (
-        "runbooks/topology.yaml"
-    ),
+    topology: Annotated[str, typer.Option("--topology", "-t", envvar="REVIVE_TOPOLOGY",
+                                          help="Topology file.")] = "runbooks/topology.yaml",
     lost_dc: Annotated[
         str | None,
         typer.Option("--lost-dc", help="The DC the fault takes out (default: the first DC)."),

@@ -90,13 +90,30 @@ def read_yaml(path: Path | str) -> Located:
     return parse_yaml(text, name)
 
 
+class _CheckedLoader(_Loader):  # type: ignore[valid-type,misc]
+    """A value its explicit tag cannot read (``!!int abc``, ``!!timestamp 2020-13-45``) makes
+    PyYAML's constructors raise ValueError and friends, not a YAML error: here it becomes a
+    located one, like any other invalid YAML."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (yaml.YAMLError, TopologyError):
+            raise
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{tag} value cannot be read ({type(exc).__name__})",
+                node.start_mark) from exc
+
+
 def parse_yaml(text: str, name: str = "<string>") -> Located:
     """Parse YAML text; an empty document, a syntax error or an excess is a located error."""
     if len(text) > MAX_BYTES:
         raise TopologyError([Issue(1, "", _too_big(), name)])
     try:
         _check_limits_of(text, name)
-        loader = _Loader(text)
+        loader = _CheckedLoader(text)
         try:
             node = loader.get_single_node()
             if node is None:
@@ -111,8 +128,16 @@ def parse_yaml(text: str, name: str = "<string>") -> Located:
         line = mark.line + 1 if mark else 1
         problem = exc.problem or exc.context or "syntax error"
         raise TopologyError([Issue(line, "", f"invalid YAML: {problem}", name)]) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. NUL
+        line = text[: max(0, exc.position)].count("\n") + 1
+        what = (f"#x{exc.character:04x}" if isinstance(exc.character, int)
+                else f"#x{ord(exc.character):04x}" if isinstance(exc.character, str)
+                and len(exc.character) == 1 else repr(exc.character))
+        raise TopologyError([Issue(line, "", f"invalid YAML: unacceptable character {what}",
+                                   name)]) from exc
     except yaml.YAMLError as exc:
-        raise TopologyError([Issue(1, "", f"invalid YAML: {exc}", name)]) from exc
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TopologyError([Issue(1, "", f"invalid YAML: {first}", name)]) from exc
     return located
 
 

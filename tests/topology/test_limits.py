@@ -83,3 +83,22 @@ def test_plain_names_load(name: str) -> None:
 def test_other_names_are_refused_naming_the_key(name: str) -> None:
     with pytest.raises(TopologyError, match=r"services\[0\]\.group: not a valid name"):
         parse(estate(service("app", group=name)))
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("services: 5\n\x00", 2, "unacceptable character #x0000"),
+    ("x: 1\ny: \x07", 2, "unacceptable character #x0007"),
+    ("a: !!int abc", 1, "int value cannot be read"),
+    ("a: 1\nb: !!timestamp 2020-13-45", 2, "timestamp value cannot be read"),
+    ("a: !!bool maybe", 1, "bool value cannot be read"),
+])
+def test_characters_and_tagged_values_yaml_cannot_read_are_located(
+        text: str, line: int, message: str) -> None:
+    """Found by tests/reliability/test_fuzz.py: these used to escape as a traceback, or as a
+    two-line message on the wrong line."""
+    from revive.topology.source import parse_yaml
+
+    with pytest.raises(TopologyError) as caught:
+        parse_yaml(text, "t.yaml")
+    said = str(caught.value)
+    assert said.startswith(f"t.yaml:{line} invalid YAML: {message}") and "\n" not in said
