@@ -30,14 +30,17 @@ plans: $(STAMP)
 	$(BIN)/revive plan provision --topology $(TOPOLOGY) --lost-dc "$$lost" && \
 	$(BIN)/revive plan restart --topology $(TOPOLOGY) --dc "$$lost"
 
+## Two workers: most tests wait on servers and subprocesses, not on the CPU. Each test file
+## stays on one worker, and the lab's files share one (see tests/conftest.py).
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
-## Every fault campaign and fuzzer at full size; rewrites docs/reliability.md when all pass.
-## (`make test` runs the same campaigns with a few trials each.)
+## Every fault campaign and fuzzer at full size, and the lab drills; rewrites
+## docs/reliability.md when all pass. (`make test` runs them with a few trials each.)
 reliability: $(STAMP)
-	REVIVE_RELIABILITY=full $(BIN)/pytest tests/reliability
+	REVIVE_RELIABILITY=full REVIVE_RELIABILITY_WRITE=1 \
+		$(BIN)/pytest -n 2 --dist loadgroup tests/reliability tests/lab/test_lab_drill.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/plan.py

@@ -11,6 +11,7 @@ answers with the action it already started.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -27,13 +28,15 @@ from sqlalchemy import Engine
 
 from revive.chat.models import RunCard, RunStatus, StepNote, Trigger
 from revive.chat.sink import ChatSink, chat_from_env
-from revive.errors import InputError, OpsError, ReviveError
+from revive.errors import InputError, OpsError, ReviveError, StoreError
 from revive.ops.models import ActionRef, ActionState, ActionStatus
 from revive.ops.toolbox import SIM_URL_ENV, Toolbox, build_toolbox
 from revive.runs import RunSession
 from revive.store.models import RunOutcome, StepState, TriggerSource
 from revive.topology import DEFAULT_PATH, Environment, Topology, load, require_databases
 from tasks.clock import action_status, wait
+
+log = logging.getLogger(__name__)
 
 
 class RunAborted(ReviveError):
@@ -207,13 +210,17 @@ class RunContext:
         return statuses
 
     async def instant(
-        self, key: str, action: str, apply: Callable[[], Awaitable[Any]], note: str | None = None
+        self, key: str, action: str, apply: Callable[[], Awaitable[Any]], note: str | None = None,
+        *, detail: dict[str, Any] | None = None,
     ) -> bool:
-        """An instant change (weights, flags): applied once per run, recorded like an action."""
+        """An instant change (weights, flags): applied once per run, recorded like an action.
+
+        ``detail`` is recorded when the step begins: what the change is meant to do, so a
+        resumed run can tell whether a change left ``started`` by a store outage happened."""
         self.check_abort()
         if self.is_done(key):
             return False
-        self.run.begin(key, action)
+        self.run.begin(key, action, detail)
         await apply()
         await self.settle(key, ok=True, note=note)
         return True
@@ -327,10 +334,14 @@ async def open_run(
         ctx = RunContext(runbook, params, topology, tools, run, chat, topology.environment)
         await chat.start(ctx.card())
     except BaseException:  # nothing ran: the record must not stay running, nor beating
-        run.finish(RunOutcome.FAILED, {"outcome": "failed", "steps": 0})
-        if own_tools:
-            await tools.aclose()
+        try:
+            _finish_record(run, RunOutcome.FAILED, {"outcome": "failed", "steps": 0},
+                           failing=True)
+        finally:
+            if own_tools:
+                await tools.aclose()
         raise
+    failing = False
     try:
         yield ctx
         if ctx.outcome == "failed":  # the runbook finished, but did not achieve its aim
@@ -340,13 +351,39 @@ async def open_run(
         ctx.outcome = ctx.outcome or "aborted"
     except BaseException:
         status, outcome = RunStatus.FAILED, RunOutcome.FAILED
+        failing = True
         raise
     finally:
-        run.finish(outcome, {"outcome": ctx.outcome, "highlights": ctx.highlights[-50:],
-                             "steps": run.progress.done})
-        await ctx.push(force=True)
-        await chat.finish(ctx.card(status))
-        if own_chat:
-            await chat.aclose()
-        if own_tools:
-            await tools.aclose()
+        # Each step of the cleanup runs whatever the one before it raised: a store that is
+        # down when the run ends must not leave the chat card running or the tools' clients
+        # open, nor replace the error that ended the run with its own.
+        try:
+            _finish_record(run, outcome, {"outcome": ctx.outcome,
+                                          "highlights": ctx.highlights[-50:],
+                                          "steps": run.progress.done}, failing=failing)
+        finally:
+            try:
+                await ctx.push(force=True)
+            finally:
+                try:
+                    await chat.finish(ctx.card(status))
+                finally:
+                    try:
+                        if own_chat:
+                            await chat.aclose()
+                    finally:
+                        if own_tools:
+                            await tools.aclose()
+
+
+def _finish_record(run: RunSession, outcome: RunOutcome, summary: dict[str, Any], *,
+                   failing: bool) -> None:
+    """Write how the run ended. When the store refuses, the run stays ``running`` in the
+    store until its heartbeat goes stale (then ``crashed``, and resumable); the refusal is
+    logged, and raised only if nothing else is: the error that ended the run says more."""
+    try:
+        run.finish(outcome, summary)
+    except StoreError as exc:
+        log.warning("run %s: its end (%s) was not recorded: %s", run.run_id, outcome, exc)
+        if not failing:
+            raise

@@ -16,7 +16,9 @@ takes hundreds of them, which as task runs would only load the Prefect server.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import re
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar
 
 from prefect import flow
 from prefect.artifacts import acreate_table_artifact
@@ -96,8 +98,40 @@ class TrafficMover:
             return
         tools = self.ctx.tools
         self.before = await traffic_class_weights(tools.traffic)
-        self.features = _features_off(self.ctx, await feature_flags(tools.config))
+        flags = await feature_flags(tools.config)
+        await self.settle_stranded(self.before, flags)
+        self.features = _features_off(self.ctx, flags)
         self._prepared = True
+
+    async def settle_stranded(self, weights: Mapping[str, Mapping[str, float]] | None = None,
+                              flags: Mapping[tuple[str, str], bool] | None = None) -> None:
+        """End the ramp changes an earlier attempt of this run began and never recorded the
+        end of (the store died, or the process, between making a change and settling it):
+        done if the tools show it made, failed (it did not happen) otherwise.
+
+        A resumed ramp keys its moves by its own rounds' times and re-reads which features
+        are off, so nothing else would ever end them. ``prepare`` calls this with what it
+        read, so a failed change the ramp still needs is made again; ``summary`` calls it
+        for a resumed failover that had no class left to ramp (it never prepared), and then
+        reads the tools only if such a change is there."""
+        ctx = self.ctx
+        classes = ctx.topology.traffic_classes
+        stranded = [st for st in ctx.run.steps()
+                    if stranded_change(st, classes, {}, {}) is not None]
+        if not stranded:
+            return
+        if weights is None:
+            weights = await traffic_class_weights(ctx.tools.traffic)
+        if flags is None:
+            flags = await feature_flags(ctx.tools.config)
+        for step in stranded:
+            made = bool(stranded_change(step, classes, weights, flags))
+            detail = dict(step["detail"] or {})
+            if made:
+                detail["settled"] = "on resume: the tools show the change made"
+            else:
+                detail["error"] = "not made: the tools show otherwise on resume"
+            await ctx.settle(step["key"], ok=made, detail=detail)
 
     @property
     def to_move(self) -> list[str]:
@@ -171,7 +205,7 @@ class TrafficMover:
             weights = self.ramps[name].weights(moved)
             key = f"ramp:{name}@{now:.0f}"  # a resumed ramp re-reads the weights: new keys
             await ctx.instant(key, "traffic", lambda c=name, w=weights: set_class_weights(
-                tools.traffic, c, w))
+                tools.traffic, c, w), detail={"weights": weights})
         memory.record(self.ramps, decided.moves, now, self.dc_load)
         if decided.feature is not None:
             f = decided.feature
@@ -219,6 +253,7 @@ class TrafficMover:
                    default=1.0)
 
     async def summary(self, now: float) -> dict:
+        await self.settle_stranded()
         where = ", ".join(self.targets)
         took = now - (self.started_at if self.started_at is not None else now)
         self.ctx.highlight(f"ramp {self.lost} -> {where}: {self.moved:.0%} moved "
@@ -271,6 +306,61 @@ async def run_ramp(
     if mover.done:
         mover.result = "full"
     return await mover.summary(now)
+
+
+#: How far a share read back may be from the share a move set and still be that move:
+#: HAProxy stores a class's weights as integers up to 256, so a share comes back to within
+#: 1/256 of what was written; a ramp's moves are far larger.
+WEIGHT_TOLERANCE = 1 / 256
+
+_MOVE_KEY = re.compile(r"^ramp:(?P<cls>.+)@\d+$")
+
+
+def stranded_change(step: Mapping[str, Any], classes: Collection[str],
+                    weights: Mapping[str, Mapping[str, float]],
+                    flags: Mapping[tuple[str, str], bool]) -> bool | None:
+    """Whether a ramp change left ``started`` was made, judged from the tools' state now
+    (``weights`` per class and DC, feature ``flags``); None for a step that is not one,
+    whatever the tools' state (so empty mappings tell whether a step is one).
+
+    A move (``ramp:<class>@<time>``, with the weights it meant to set in its detail) was
+    made if the class has those weights; a feature switched back on (``ramp:feature:s/f``)
+    if the flag is on; one switched off for the emergency (``feature-off:s/f``) if it is off.
+    """
+    if step.get("state") != "started":
+        return None
+    key = str(step.get("key", ""))
+    detail = step.get("detail") or {}
+    move = _MOVE_KEY.match(key)
+    if move is not None and move["cls"] in classes:
+        intended = detail.get("weights")
+        if not isinstance(intended, Mapping):
+            return None  # recorded before moves carried their weights: nothing to judge by
+        return move_applied(intended, weights.get(move["cls"], {}))
+    for prefix, on in (("ramp:feature:", True), ("feature-off:", False)):
+        if key.startswith(prefix) and "/" in key:
+            service, feature = key.removeprefix(prefix).split("/", 1)
+            return flags.get((service, feature)) is on
+    return None
+
+
+def move_applied(intended: Mapping[str, float], actual: Mapping[str, float],
+                 tolerance: float = WEIGHT_TOLERANCE) -> bool:
+    """Whether ``actual`` (a class's weights read back from the traffic tool) are the
+    weights a move meant to set. Both are compared as shares: a DC missing from one side
+    counts as 0, and each side is normalised to sum 1, as the traffic tool does."""
+    dcs = set(intended) | set(actual)
+
+    def shares(weights: Mapping[str, float]) -> dict[str, float] | None:
+        total = sum(max(0.0, float(weights.get(dc, 0.0))) for dc in dcs)
+        if total <= 0:
+            return None
+        return {dc: max(0.0, float(weights.get(dc, 0.0))) / total for dc in dcs}
+
+    want, have = shares(intended), shares(actual)
+    if want is None or have is None:
+        return False
+    return all(abs(want[dc] - have[dc]) <= tolerance for dc in dcs)
 
 
 def _features_off(ctx: RunContext, flags: dict[tuple[str, str], bool]) -> list[FeatureCandidate]:

@@ -145,7 +145,24 @@ def _collect_prefect_sockets(request: pytest.FixtureRequest) -> Iterator[None]:
         gc.collect()
 
 
+#: Test directories whose files must not run at the same time as each other under xdist: the
+#: lab's tests pick free subnets and network namespaces on the host, check-then-act.
+SERIAL_DIRECTORIES = ("tests/lab/",)
+
+
+def _xdist_group(item: pytest.Item) -> str:
+    """The xdist group of a test (``make test`` runs ``-n 2 --dist loadgroup``): its file, so
+    module-scoped servers start once and a file's tests keep their order, or its directory
+    for SERIAL_DIRECTORIES."""
+    path = str(item.fspath).replace("\\", "/")
+    for directory in SERIAL_DIRECTORIES:
+        if directory in path:
+            return directory
+    return item.nodeid.split("::", 1)[0]
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _runs_flows(item):
             item.add_marker(PREFECT_SOCKET)
+        item.add_marker(pytest.mark.xdist_group(_xdist_group(item)))

@@ -30,7 +30,8 @@ def _console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else WIDTH_WHEN_PIPED
     # emoji=False: a name like "db:fire:" is printed as written, never as a picture.
-    return Console(stderr=stderr, highlight=False, emoji=False, width=width)
+    # soft_wrap on stderr: an error is one line however long, for people and for scripts.
+    return Console(stderr=stderr, highlight=False, emoji=False, width=width, soft_wrap=stderr)
 
 
 out = _console()

@@ -64,8 +64,12 @@ PROGRESS_LISTENERS: list[Callable[[Progress], None]] = []
 class RunSession:
     """A run record plus its step ledger in revive's store."""
 
-    def __init__(self, engine: Engine, run_id: str, *, dry_run: bool) -> None:
+    def __init__(self, engine: Engine, run_id: str, *, dry_run: bool,
+                 owns_engine: bool = False) -> None:
         self.engine = engine
+        self.owns_engine = owns_engine
+        """``start`` made the engine (none was given): ``finish`` disposes it, or each run
+        would leave a pooled connection open on PostgreSQL until its engine is collected."""
         self.run_id = run_id
         self.dry_run = dry_run
         self.progress = Progress(listeners=list(PROGRESS_LISTENERS))
@@ -96,9 +100,41 @@ class RunSession:
 
         A Prefect retry of the flow run that started a run continues that run, as
         ``--resume`` would: the record is found by the Prefect flow run id. ``engine`` is the
-        store to use (a drill's own); by default the one ``REVIVE_DATABASE_URL`` names.
+        store to use (a drill's own, which stays the caller's to dispose); by default an
+        engine of the session's own on the store ``REVIVE_DATABASE_URL`` names, disposed by
+        ``finish`` (or here, if the run cannot be opened).
         """
-        engine = engine or db.get_engine()
+        owns = engine is None
+        engine = engine if engine is not None else db.get_engine()
+        try:
+            return cls._open(engine, owns, runbook=runbook, parameters=parameters,
+                             trigger=trigger, triggered_by=triggered_by, target_dc=target_dc,
+                             topology=topology, topology_source=topology_source,
+                             dry_run=dry_run, resume=resume,
+                             prefect_flow_run_id=prefect_flow_run_id)
+        except BaseException:
+            if owns:
+                engine.dispose()
+            raise
+
+    @classmethod
+    def _open(
+        cls,
+        engine: Engine,
+        owns: bool,
+        *,
+        runbook: str,
+        parameters: dict[str, Any],
+        trigger: TriggerSource,
+        triggered_by: str,
+        target_dc: str | None,
+        topology: Topology,
+        topology_source: str,
+        dry_run: bool,
+        resume: str | None,
+        prefect_flow_run_id: str | None,
+    ) -> RunSession:
+        """``start``'s work on ``engine``: the run record, new or resumed."""
         db.upgrade(engine)
         with db.session(engine) as s:
             if not resume and prefect_flow_run_id:
@@ -109,7 +145,7 @@ class RunSession:
                 if run.runbook != runbook:
                     raise InputError(f"run {resume} is a {run.runbook} run, not {runbook}")
                 service.resume_run(s, run.id)
-                return cls(engine, run.id, dry_run=run.dry_run)
+                return cls(engine, run.id, dry_run=run.dry_run, owns_engine=owns)
             version = service.get_or_create_topology_version(
                 s,
                 source=topology_source,
@@ -130,7 +166,7 @@ class RunSession:
                 service.set_prefect_flow_run_id(
                     s, run.id, prefect_flow_run_id=prefect_flow_run_id
                 )
-            return cls(engine, run.id, dry_run=dry_run)
+            return cls(engine, run.id, dry_run=dry_run, owns_engine=owns)
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -191,9 +227,20 @@ class RunSession:
         return self._abort
 
     def finish(self, outcome: RunOutcome, summary: dict[str, Any] | None = None) -> None:
+        """Record the outcome, stop beating, and release the engine if it is this session's
+        own, even when the store refuses the write (``StoreError`` still reaches the
+        caller): a run that ends on a store outage must not keep a connection open."""
         self.stop_heartbeat()
-        with db.session(self.engine) as s:
-            service.finish_run(s, self.run_id, outcome=outcome, summary=summary)
+        try:
+            with db.session(self.engine) as s:
+                service.finish_run(s, self.run_id, outcome=outcome, summary=summary)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Dispose the engine if ``start`` made it; a caller's engine is never touched."""
+        if self.owns_engine:
+            self.engine.dispose()
 
     # --- liveness ----------------------------------------------------------------------------
 
