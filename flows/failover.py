@@ -13,7 +13,7 @@ from the RTO of each tier. Each part is its own runbook too.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from prefect import flow
 from prefect.artifacts import acreate_markdown_artifact
@@ -34,6 +34,7 @@ from revive.ramp import RampPolicy
 from revive.ramp.pacing import pacing
 from revive.readiness import Severity, run_check
 from revive.render import render
+from revive.store.models import StepState as Ledger
 from revive.topology import Topology
 from revive.verdict import TierRto, headline, outcome
 from tasks.services import service_state
@@ -58,7 +59,8 @@ class FailoverParams(RunbookParams):
     max_ramp_s: float = Field(7200.0, gt=0, le=86400, description="Longest ramp before holding.")
     needs_database: ClassVar[bool] = True
     incident_started_at: datetime | None = Field(
-        None, description="When the incident began, for judging RTOs (default: the run's start).")
+        None, description="When the incident began, for judging RTOs (default: the run's "
+        "start; a resumed run's is its first attempt's).")
 
     def targets(self, topology: Topology) -> list[str]:
         """The DCs to recover into: as given, ``target_dc`` alone, or every survivor."""
@@ -77,7 +79,6 @@ class FailoverParams(RunbookParams):
 
 
 async def run_failover(ctx: RunContext, params: FailoverParams) -> dict:
-    began = datetime.now(UTC)
     targets = params.targets(ctx.topology)
     lost = params.run_dc(ctx.topology)
     into = ", ".join(targets)
@@ -104,17 +105,13 @@ async def run_failover(ctx: RunContext, params: FailoverParams) -> dict:
                      approval_timeout_s=params.approval_timeout_s,
                      max_ramp_s=params.max_ramp_s,
                      scrape_interval_s=estate_pacing.scrape_interval_s or 10.0)
-    started = await ctx.tools.clock.now()
+    started, began = await _clock_start(ctx)
     await graph.run()
     for key, why in graph.failed().items():
         if ctx.run.step_state(key)[0] is None:  # never started: blocked by a failure
             await ctx.settle(key, ok=False, detail={"error": f"blocked: {why}"})
     ramp = await mover.summary(graph.now)
-    offset = 0.0
-    if params.incident_started_at is not None:
-        incident = params.incident_started_at
-        incident = incident if incident.tzinfo else incident.replace(tzinfo=UTC)
-        offset = max(0.0, (began - incident).total_seconds())
+    offset = incident_offset(began, params.incident_started_at)
     tiers = _tier_rtos(ctx, graph, started, offset)
     failed = [f"{k}: {why}" for k, why in graph.failed().items()]
     ctx.outcome = outcome(tiers, failed_steps=len(failed),
@@ -143,6 +140,51 @@ async def run_failover(ctx: RunContext, params: FailoverParams) -> dict:
         description=f"Failover of {lost} into {into}",
     )
     return summary
+
+
+CLOCK_START = "clock:start"
+"""The ledger step holding the clock time (and wall time) at which the run's recovery
+began: taken once, on the run's first start, and read back by every resume."""
+
+
+async def _clock_start(ctx: RunContext) -> tuple[float, datetime]:
+    """(clock time, wall time) at which this run's recovery graph first started. A resumed
+    run reads them from the ledger: counted from its own start, every tier's RTO would come
+    out short by however long the earlier attempts ran."""
+    recorded = recorded_start(*ctx.run.step_state(CLOCK_START))
+    if recorded is not None:
+        return recorded
+    now, wall = await ctx.tools.clock.now(), datetime.now(UTC)
+    ctx.run.end(CLOCK_START, Ledger.DONE, {"clock_s": now, "wall": wall.isoformat()},
+                action="clock")
+    return now, wall
+
+
+def recorded_start(state: Ledger | None,
+                   detail: dict[str, Any] | None) -> tuple[float, datetime] | None:
+    """The (clock, wall) start a ``clock:start`` ledger step holds; None if it was never
+    recorded (or not whole: a crash between its two writes), so this attempt records it."""
+    if state != Ledger.DONE or not detail:
+        return None
+    clock, wall = detail.get("clock_s"), detail.get("wall")
+    if not isinstance(clock, int | float) or isinstance(clock, bool) or not isinstance(wall, str):
+        return None
+    try:
+        began = datetime.fromisoformat(wall)
+    except ValueError:
+        return None
+    return float(clock), began if began.tzinfo else began.replace(tzinfo=UTC)
+
+
+def incident_offset(began: datetime, incident: datetime | None) -> float:
+    """Seconds from the incident to the run's first start (``began``, wall time): what each
+    tier's RTO adds to the recovery's own time. No incident given: the run's first start is
+    the incident, and the RTO is the recovery's own clock time (virtual in a drill, so a
+    seed still gives one report)."""
+    if incident is None:
+        return 0.0
+    incident = incident if incident.tzinfo else incident.replace(tzinfo=UTC)
+    return max(0.0, (began - incident).total_seconds())
 
 
 async def _survey(ctx: RunContext, lost: str, targets: list[str],
@@ -179,20 +221,21 @@ def _tier_rtos(ctx: RunContext, graph: GraphRun, started: float,
                offset: float) -> list[TierRto]:
     """Each tier back when the last step on its services and its classes' ramps ended
     (not back if one of them failed), counted from the incident's start (``offset``
-    seconds before this run began)."""
+    seconds before the run's recovery first started, at ``started`` on its clock). The
+    steps include those an earlier attempt of a resumed run finished, at their own ends."""
     topology = ctx.topology
+    ends = graph.ends(default=started)
     out = []
     for tier in sorted({s.tier for s in topology.services}):
         names = {s.name for s in topology.services if s.tier == tier}
         classes = {s.traffic_class_name for s in topology.services
                    if s.tier == tier and s.traffic_class_name}
-        keys = [k for k, step in graph.scheduler.steps.items()
-                if step.target.split("@")[0] in names
-                or (step.action == "ramp" and step.target in classes)]
-        bad = any(graph.scheduler.state[k] != StepState.done for k in keys)
+        mine = [e for e in ends if e.target.split("@")[0] in names
+                or (e.action == "ramp" and e.target in classes)]
+        bad = any(not e.ok for e in mine)
         ramps_left = any(c in graph.mover.to_move and not (
             c in graph.mover.ramps and graph.mover.ramps[c].complete) for c in classes)
-        end = max((graph.ended_at.get(k, started) for k in keys), default=started)
+        end = max((e.ended_s for e in mine), default=started)
         rto = None if bad or ramps_left else end - started + offset
         out.append(TierRto(tier=tier, rto_s=rto,
                            target_s=topology.tier_policy[tier].rto_target_s))

@@ -6,11 +6,18 @@ through the ops-tool tasks, waits on the clock until an action ends or the next 
 scrape is due, records every step before and after (a resumed run skips what is done),
 and lets each class's ramp run from the moment its own pre-conditions hold. Nothing here
 sleeps, decides an order or computes a plan.
+
+Each step's clock times go into its ledger detail when it settles (``started_s``,
+``ended_s``; a class's ramp is recorded when it completes): a resumed run takes a step an
+earlier attempt finished as ending when it ended, not at the resume, so the RTO of every
+tier is counted from the incident whichever process finished it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from flows.approval import ApprovalRefused, approval_gate
 from flows.context import RunContext
@@ -20,6 +27,7 @@ from revive.errors import OpsError, QuotaError
 from revive.ops.models import ActionRef, ActionState
 from revive.planning.graph import Scheduler, Step, StepState
 from revive.planning.recovery import GATE, Survey, ramp_key
+from revive.store.models import StepState as Ledger
 from tasks.clock import action_status, wait
 from tasks.compute import provision_instances
 from tasks.registry import copy_artifact
@@ -44,11 +52,15 @@ class GraphRun:
     started_at: dict[str, float] = field(default_factory=dict)
     ended_at: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    earlier: dict[str, Settled] = field(default_factory=dict)
+    """Steps an earlier attempt of this run finished, from the ledger: a resume counts
+    them as ending when they did, including those its own survey no longer plans."""
     now: float = 0.0
 
     async def run(self) -> None:
         """Until every step ended (or was blocked) and every class has moved."""
         ctx, clock = self.ctx, self.ctx.tools.clock
+        self.earlier = settled_steps(ctx.run.steps())
         self.now = t0 = await clock.now()
         next_scrape: float | None = None
         while True:
@@ -95,7 +107,7 @@ class GraphRun:
                 await self.mover.activate([step.target], self.now)
                 self.ramping.add(step.target)
                 if step.target not in self.mover.ramps:  # nobody left to move
-                    self._end_ramp(step.target)
+                    await self._end_ramp(step.target)
                 return
             if step.action == "features":
                 await self.mover.features_off()
@@ -154,7 +166,8 @@ class GraphRun:
         left = self.quota[dc]
         count = want if left is None else min(want, left)
         if count <= 0:
-            await ctx.settle(step.key, ok=False, detail={"error": "quota exhausted"},
+            await ctx.settle(step.key, ok=False, detail={
+                "error": "quota exhausted", **step_times(step, self.now, self.now)},
                              note=f"ESCALATE quota: {name} needs {want} in {dc}")
             self._end(step.key, ok=False, why="quota exhausted")
             return None
@@ -186,8 +199,11 @@ class GraphRun:
                 name, dc = key.removeprefix("restart:").split("@")
                 with ctx.acting_on(dc):
                     ok, why = await health_gate(ctx, name, status.state, status.error)
-            await ctx.settle(key, ok=ok, detail={"action_id": ref.id, "error": why},
-                             note=f"{key} done" if ok else None)
+            await ctx.settle(key, ok=ok, detail={
+                "action_id": ref.id, "error": why,
+                **step_times(self.scheduler.steps[key], self.started_at.get(key, self.now),
+                             self.now)},
+                note=f"{key} done" if ok else None)
             self._end(key, ok=ok, why=why or "")
 
     async def _ramp_round(self) -> None:
@@ -195,18 +211,109 @@ class GraphRun:
         for name in list(self.ramping):
             ramp = self.mover.ramps.get(name)
             if ramp is None or ramp.complete:
-                self._end_ramp(name)
+                await self._end_ramp(name)
 
-    def _end_ramp(self, name: str) -> None:
+    async def _end_ramp(self, name: str) -> None:
+        """A class is in. Recorded in the ledger with its clock times, unless an earlier
+        attempt of this run recorded it and this one found nobody left to move: then it
+        ended when that attempt said."""
         self.ramping.discard(name)
-        self._end(ramp_key(name), ok=True)
+        key = ramp_key(name)
+        if key not in self.earlier or name in self.mover.ramps:
+            self.earlier.pop(key, None)
+            await self.ctx.settle(key, ok=True, detail=step_times(
+                self.scheduler.steps[key], self.started_at.get(key, self.now), self.now))
+        self._end(key, ok=True)
 
     def _end(self, key: str, *, ok: bool, why: str = "") -> None:
-        self.ended_at[key] = self.now
+        """The scheduler learns the step ended; it ended now, or when an earlier attempt of
+        this run finished it (what it blocks, if it failed, is blocked now)."""
+        earlier = self.earlier.get(key)
+        if earlier is not None and earlier.started_s is not None:
+            self.started_at[key] = earlier.started_s
+        self.ended_at[key] = self.now if earlier is None else earlier.ended_s
         for blocked in self.scheduler.finish(key, ok=ok, why=why):
             self.ended_at[blocked] = self.now
+
+    def ends(self, default: float) -> list[StepEnd]:
+        """How every step of this run ended: the graph's (``default`` for one that never
+        ended), and those an earlier attempt finished that this attempt's graph lacks (its
+        survey found nothing left to do there)."""
+        out = [StepEnd(key, step.action, step.target,
+                       self.scheduler.state[key] == StepState.done,
+                       self.ended_at.get(key, default))
+               for key, step in self.scheduler.steps.items()]
+        out += [StepEnd(key, e.action, e.target, True, e.ended_s)
+                for key, e in self.earlier.items() if key not in self.scheduler.steps]
+        return out
 
     def failed(self) -> dict[str, str]:
         """Steps that failed or never ran because what they needed failed, with why."""
         return {k: self.scheduler.why.get(k, "") for k in self.scheduler.order
                 if self.scheduler.state[k] in (StepState.failed, StepState.blocked)}
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A step an earlier attempt of this run finished, as its ledger detail tells."""
+
+    action: str
+    target: str
+    started_s: float | None
+    ended_s: float
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """How one step of the run ended, for judging each tier's RTO."""
+
+    key: str
+    action: str
+    target: str
+    ok: bool
+    ended_s: float
+
+
+MOVE_KEY = re.compile(r"^ramp:(?P<cls>.+)@(?P<at>\d+)$")
+"""A ramp move in the ledger, keyed by its round's clock time (``TrafficMover.step``)."""
+
+
+def step_times(step: Step, started: float, ended: float) -> dict[str, Any]:
+    """What a step's ledger detail keeps for a resumed run: what it acted on, and its
+    clock times."""
+    return {"action": step.action, "target": step.target,
+            "started_s": started, "ended_s": ended}
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number as a float; None for anything else (a ledger written by hand, or by
+    another version)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
+
+
+def settled_steps(steps: list[dict[str, Any]]) -> dict[str, Settled]:
+    """The done steps of a ledger (``RunSession.steps()``) whose detail holds their clock
+    end; the others (settled elsewhere, or by an older revive) end when a resume finds
+    them done."""
+    out: dict[str, Settled] = {}
+    moved: dict[str, float] = {}
+    for step in steps:
+        detail = step.get("detail") or {}
+        move = MOVE_KEY.match(str(step.get("key", "")))
+        if move is not None:
+            at = float(move["at"])
+            moved[move["cls"]] = max(at, moved.get(move["cls"], at))
+            continue
+        end = _number(detail.get("ended_s"))
+        if step.get("state") != str(Ledger.DONE) or end is None:
+            continue
+        out[step["key"]] = Settled(str(detail.get("action", "")),
+                                   str(detail.get("target", "")),
+                                   _number(detail.get("started_s")), end)
+    # A class whose last move an earlier attempt made (even if a crash kept it from
+    # recording the move, or the ramp's end) ended its ramp then, if a resume finds nobody
+    # left to move; one the resume ramps again is recorded anew (``_end_ramp``).
+    for cls, at in moved.items():
+        out.setdefault(ramp_key(cls), Settled("ramp", cls, None, at))
+    return out
