@@ -107,66 +107,42 @@ class RunSession:
         owns = engine is None
         engine = engine if engine is not None else db.get_engine()
         try:
-            return cls._open(engine, owns, runbook=runbook, parameters=parameters,
-                             trigger=trigger, triggered_by=triggered_by, target_dc=target_dc,
-                             topology=topology, topology_source=topology_source,
-                             dry_run=dry_run, resume=resume,
-                             prefect_flow_run_id=prefect_flow_run_id)
+            db.upgrade(engine)
+            with db.session(engine) as s:
+                if not resume and prefect_flow_run_id:
+                    earlier = service.get_run_by_prefect_id(s, prefect_flow_run_id)
+                    resume = earlier.id if earlier is not None else None
+                if resume:
+                    run = service.find_run(s, resume)
+                    if run.runbook != runbook:
+                        raise InputError(f"run {resume} is a {run.runbook} run, not {runbook}")
+                    service.resume_run(s, run.id)
+                    return cls(engine, run.id, dry_run=run.dry_run, owns_engine=owns)
+                version = service.get_or_create_topology_version(
+                    s,
+                    source=topology_source,
+                    content_hash=content_hash(topology),
+                    snapshot=json.loads(canonical_json(topology)),
+                )
+                run = service.create_run(
+                    s,
+                    runbook=runbook,
+                    parameters=parameters,
+                    trigger=trigger,
+                    triggered_by=triggered_by,
+                    target_dc=target_dc,
+                    dry_run=dry_run,
+                    topology_version_id=version.id,
+                )
+                if prefect_flow_run_id:
+                    service.set_prefect_flow_run_id(
+                        s, run.id, prefect_flow_run_id=prefect_flow_run_id
+                    )
+                return cls(engine, run.id, dry_run=dry_run, owns_engine=owns)
         except BaseException:
             if owns:
                 engine.dispose()
             raise
-
-    @classmethod
-    def _open(
-        cls,
-        engine: Engine,
-        owns: bool,
-        *,
-        runbook: str,
-        parameters: dict[str, Any],
-        trigger: TriggerSource,
-        triggered_by: str,
-        target_dc: str | None,
-        topology: Topology,
-        topology_source: str,
-        dry_run: bool,
-        resume: str | None,
-        prefect_flow_run_id: str | None,
-    ) -> RunSession:
-        """``start``'s work on ``engine``: the run record, new or resumed."""
-        db.upgrade(engine)
-        with db.session(engine) as s:
-            if not resume and prefect_flow_run_id:
-                earlier = service.get_run_by_prefect_id(s, prefect_flow_run_id)
-                resume = earlier.id if earlier is not None else None
-            if resume:
-                run = service.find_run(s, resume)
-                if run.runbook != runbook:
-                    raise InputError(f"run {resume} is a {run.runbook} run, not {runbook}")
-                service.resume_run(s, run.id)
-                return cls(engine, run.id, dry_run=run.dry_run, owns_engine=owns)
-            version = service.get_or_create_topology_version(
-                s,
-                source=topology_source,
-                content_hash=content_hash(topology),
-                snapshot=json.loads(canonical_json(topology)),
-            )
-            run = service.create_run(
-                s,
-                runbook=runbook,
-                parameters=parameters,
-                trigger=trigger,
-                triggered_by=triggered_by,
-                target_dc=target_dc,
-                dry_run=dry_run,
-                topology_version_id=version.id,
-            )
-            if prefect_flow_run_id:
-                service.set_prefect_flow_run_id(
-                    s, run.id, prefect_flow_run_id=prefect_flow_run_id
-                )
-            return cls(engine, run.id, dry_run=dry_run, owns_engine=owns)
 
     # --- steps -------------------------------------------------------------------------------
 
