@@ -20,20 +20,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["ForwardProxy", "JsonHandler", "LocalServer", "PathServer", "running"]
+__all__ = ["ForwardProxy", "JsonHandler", "LocalServer", "PathServer", "TrackedServer", "running"]
 
 HOST = "127.0.0.1"
 POLL_INTERVAL_S = 0.01
 UPSTREAM_TIMEOUT_S = 10.0
 
 
-class _Server(ThreadingHTTPServer):
+class TrackedServer(ThreadingHTTPServer):
+    """A threaded server on 127.0.0.1 that knows its open connections, so a test can cut them
+    (``cut_connections``) as a dying replica would; ``owner`` is the test's server object."""
+
     daemon_threads = True
     allow_reuse_address = True
     block_on_close = False  # a handler waiting on a hung upstream must not hold up down()
 
     def __init__(
-        self, owner: LocalServer, port: int, handler: type[BaseHTTPRequestHandler]
+        self, owner: Any, port: int, handler: type[BaseHTTPRequestHandler]
     ) -> None:
         self.owner = owner
         self.connections: set[socket.socket] = set()
@@ -63,7 +66,7 @@ class _Server(ThreadingHTTPServer):
 class JsonHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 10
-    server: _Server
+    server: TrackedServer
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet."""
@@ -92,7 +95,7 @@ class LocalServer:
         self.port = 0
         self.lock = threading.Lock()
         self.released = threading.Event()
-        self._httpd: _Server | None = None
+        self._httpd: TrackedServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -103,7 +106,7 @@ class LocalServer:
         if self._httpd is not None:
             return
         self.released = threading.Event()
-        httpd = _Server(self, self.port, self.handler)
+        httpd = TrackedServer(self, self.port, self.handler)
         self.port = int(httpd.server_address[1])
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever,

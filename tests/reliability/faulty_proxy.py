@@ -30,12 +30,13 @@ import struct
 import threading
 from contextlib import suppress
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
 
 from revive.drill.server import free_port
+from tests.ops.http_servers import TrackedServer
 
 __all__ = ["MODES", "FaultyProxy", "ProxyStats"]
 
@@ -57,34 +58,12 @@ class ProxyStats:
     """Requests answered with a fault: reset, 5xx, or held past the timeout."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, proxy: FaultyProxy, port: int) -> None:
-        self.proxy = proxy
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__((HOST, port), _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
+class _Server(TrackedServer):
+    owner: FaultyProxy
+    block_on_close = True  # server_close waits for the answers it holds
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients hang up on held answers and reset connections on purpose here."""
-
-    def cut_connections(self) -> None:
-        with self.connections_lock:
-            for sock in self.connections:
-                with suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -103,7 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
-        proxy = self.server.proxy
+        proxy = self.server.owner
         verdict = proxy.decide()
         if verdict == "reset":
             self._reset()
@@ -176,7 +155,7 @@ class FaultyProxy:
         """Listen (except in ``down``, where the address must refuse connections)."""
         if self.mode == "down" or self._httpd is not None:
             return self
-        self._httpd = _Server(self, self.port)
+        self._httpd = _Server(self, self.port, _Handler)
         self._thread = threading.Thread(target=self._httpd.serve_forever,
                                         kwargs={"poll_interval": 0.01},
                                         name=f"faulty-proxy-{self.port}", daemon=True)
