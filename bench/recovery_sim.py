@@ -32,6 +32,7 @@ from typing import Protocol
 from revive.drill.recorder import Recorder
 from revive.planning import plan_failover_capacity
 from revive.planning.graph import Scheduler, Step
+from revive.planning.quota import Quota
 from revive.planning.recovery import Survey
 from revive.planning.shares import dc_load_share, moved_weights
 from revive.ramp import FeatureCandidate, RampPolicy
@@ -155,8 +156,8 @@ def start_action(sim: Simulator, found: Survey, step: Step) -> str:
         return estate.deploy(name, dc, found.deploys[dc][name], found.version)
     if step.action == "restart":
         return estate.restart(name, dc)
-    want, left = found.provisions[dc][name], estate.quota(dc)
-    count = want if left is None else min(want, left)
+    want = found.provisions[dc][name]
+    count = Quota(estate.quota(dc)).grant(want)
     if count <= 0:
         raise SimError(f"quota exhausted: {name} needs {want} in {dc}")
     return estate.provision(name, dc, count)

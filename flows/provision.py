@@ -13,6 +13,7 @@ from flows.context import RunbookParams, RunContext, open_run
 from revive.errors import PermanentOpsError, QuotaError
 from revive.ops.models import ActionRef, ActionState
 from revive.planning import plan_capacity
+from revive.planning.quota import Quota, shortfall_note
 from tasks.compute import provision_instances
 
 
@@ -40,16 +41,16 @@ async def run_provision(ctx: RunContext, share: float | None = None) -> dict:
                 sum(line.add for line in lines), len(lines), dc)
         return {"planned": [line.model_dump() for line in lines]}
     ctx.plan_steps(len(lines))
-    quota = await ctx.tools.compute.quota(dc)
+    quota = Quota(await ctx.tools.compute.quota(dc))
     started: dict[str, tuple[str, ActionRef]] = {}
     provisioned, shortfalls, failed = [], [], []
     for line in lines:
         key = f"provision:{line.service}@{dc}"
-        count = line.add if quota is None or ctx.is_done(key) else min(line.add, quota)
+        count = line.add if ctx.is_done(key) else quota.grant(line.add)
         if count <= 0:
             shortfalls.append(f"{line.service}: needs {line.add}, quota exhausted")
             await ctx.settle(key, ok=False, detail={"error": "quota exhausted"},
-                             note=f"ESCALATE quota: {line.service} needs {line.add} in {dc}")
+                             note=shortfall_note(line.service, dc, line.add, 0))
             continue
         try:
             ref = await ctx.start(
@@ -65,10 +66,8 @@ async def run_provision(ctx: RunContext, share: float | None = None) -> dict:
             continue
         if count < line.add:
             shortfalls.append(f"{line.service}: got {count} of {line.add}")
-            await ctx.warn(key, f"ESCALATE quota: {line.service} got {count} of {line.add} "
-                                f"in {dc}")
-        if quota is not None:
-            quota -= count
+            await ctx.warn(key, shortfall_note(line.service, dc, line.add, count))
+        quota.spend(count)
         if ref is not None:
             started[key] = (f"{count} {line.service}", ref)
     statuses = await ctx.settle_all({key: ref for key, (_, ref) in started.items()})

@@ -26,6 +26,7 @@ from flows.warm_up_ramp import TrafficMover
 from revive.errors import OpsError, QuotaError
 from revive.ops.models import ActionRef, ActionState
 from revive.planning.graph import Scheduler, Step, StepState
+from revive.planning.quota import Quota, shortfall_note
 from revive.planning.recovery import GATE, Survey, ramp_key
 from revive.store.models import StepState as Ledger
 from tasks.clock import action_status, wait
@@ -46,7 +47,7 @@ class GraphRun:
     approval_timeout_s: float
     scrape_interval_s: float = 10.0
     max_ramp_s: float = 7200.0
-    quota: dict[str, int | None] = field(default_factory=dict)
+    quota: dict[str, Quota] = field(default_factory=dict)
     in_flight: dict[str, ActionRef] = field(default_factory=dict)
     ramping: set[str] = field(default_factory=set)
     started_at: dict[str, float] = field(default_factory=dict)
@@ -162,13 +163,13 @@ class GraphRun:
         ctx = self.ctx
         want = self.survey.provisions[dc][name]
         if dc not in self.quota:
-            self.quota[dc] = await ctx.tools.compute.quota(dc)
-        left = self.quota[dc]
-        count = want if left is None else min(want, left)
+            self.quota[dc] = Quota(await ctx.tools.compute.quota(dc))
+        quota = self.quota[dc]
+        count = quota.grant(want)
         if count <= 0:
             await ctx.settle(step.key, ok=False, detail={
                 "error": "quota exhausted", **step_times(step, self.now, self.now)},
-                             note=f"ESCALATE quota: {name} needs {want} in {dc}")
+                             note=shortfall_note(name, dc, want, 0))
             self._end(step.key, ok=False, why="quota exhausted")
             return None
         try:
@@ -177,11 +178,10 @@ class GraphRun:
         except QuotaError as exc:
             self._end(step.key, ok=False, why=str(exc))
             return None
-        if left is not None:
-            self.quota[dc] = left - count
+        quota.spend(count)
         if count < want:
             self.notes[step.key] = f"got {count} of {want}"
-            await ctx.warn(step.key, f"ESCALATE quota: {name} got {count} of {want} in {dc}")
+            await ctx.warn(step.key, shortfall_note(name, dc, want, count))
         return ref
 
     # --- ending steps --------------------------------------------------------------------
