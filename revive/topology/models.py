@@ -29,6 +29,10 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, pattern=NAME_PATT
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 """Free text such as a replica's URL or an adapter's name."""
 Tier = Annotated[int, Field(ge=0, le=3)]
+MAX_MANUAL_CHARS = 4000
+ManualText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                              max_length=MAX_MANUAL_CHARS)]
+"""What people do by hand when revive itself is unavailable: printed in the runbook documents."""
 
 # Bounds far beyond any real estate, so that no arithmetic on them overflows or runs long.
 MAX_LOAD = 1e9
@@ -157,6 +161,10 @@ class Service(Strict):
     """The GSLB domain / LB backend its users reach; role ``service`` only."""
     caches_dependency_ips: bool = False
     features: list[Feature] = Field(default_factory=list)
+    owner: Text | None = None
+    """Who to call about this service (a team, a rota, a phone number)."""
+    manual: ManualText | None = None
+    """The manual fallback beyond the generated commands, for the runbook documents."""
 
     @field_validator("depends_on", mode="before")
     @classmethod
