@@ -9,7 +9,7 @@ SEED ?= 1
 # The DC to lose: LOST_DC, or the topology's first DC.
 FIRST_DC = $(BIN)/python -c 'import sys; from revive.topology import load; print(load(sys.argv[1]).dc_names[0])' $(TOPOLOGY)
 
-.PHONY: install drill plans test reliability bench clean
+.PHONY: install drill plans test reliability bench clean serve serve-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,14 @@ test: $(STAMP)
 reliability: $(STAMP)
 	REVIVE_RELIABILITY=full REVIVE_RELIABILITY_WRITE=1 \
 		$(BIN)/pytest -n 2 --dist loadgroup tests/reliability tests/lab/test_lab_drill.py
+
+## The orchestrator on this machine: two Prefect API replicas behind HAProxy on PostgreSQL and
+## Redis, one services process, a worker per DC of $(TOPOLOGY), the board (README).
+serve: $(STAMP)
+	$(BIN)/revive stack up --topology $(TOPOLOGY)
+
+serve-down: $(STAMP)
+	$(BIN)/revive stack down
 
 bench: $(STAMP)
 	$(BIN)/python bench/plan.py

@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from revive.cli import check, db, docs, lab, plan, runs, serve, sim, slack
+from revive.cli import check, db, docs, lab, plan, runs, serve, sim, slack, stack
 from revive.prefect_server import STARTUP_TIMEOUT_S
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(sim.app, name="sim")
 app.add_typer(slack.app, name="slack")
 app.add_typer(lab.app, name="lab")
 app.add_typer(docs.app, name="docs")
+app.add_typer(stack.app, name="stack")
 
 
 #: Seconds a command waits for the temporary Prefect server it starts when no
