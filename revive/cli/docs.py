@@ -31,8 +31,8 @@ def build(
 ) -> None:
     """Render the runbook documents: every runbook's steps with the manual fallback of each,
     services with tier, owner and dependencies, restart orders. Open index.html."""
-    from revive.cli.runs import ALIASES, RUNBOOKS
     from revive.docs import build_site
+    from revive.runs.catalog import ALIASES, RUNBOOKS
 
     estate = load_topology(topology)
     if out_dir.exists() and not out_dir.is_dir():

@@ -13,7 +13,7 @@ import os
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from rich import box
 from rich.table import Table
 from rich.text import Text
@@ -30,6 +30,7 @@ from revive.cli.common import (
     user_errors,
 )
 from revive.errors import InputError, ReviveError, StoreError
+from revive.runs.catalog import ALIASES, load_runbook, parse_assignments
 from revive.runs.status import status_report
 from revive.store import db, service
 from revive.topology import DEFAULT_PATH, load
@@ -37,23 +38,6 @@ from revive.topology import DEFAULT_PATH, load
 EXIT_ACTIVE = 3
 #: Outcomes that end ``revive run`` with EXIT_FAILED (README: "1 failed or aborted").
 FAILED_OUTCOMES = ("failed", "aborted", "crashed", "late", "degraded")
-RUNBOOKS = {
-    "provision": ("flows.provision", "provision", "ProvisionParams"),
-    "restart_service_groups": ("flows.restart_service_groups", "restart_service_groups",
-                               "RestartParams"),
-    "warm_up_ramp": ("flows.warm_up_ramp", "warm_up_ramp", "RampParams"),
-    "deploy_patch": ("flows.deploy_patch", "deploy_patch", "PatchParams"),
-    "failover": ("flows.failover", "failover", "FailoverParams"),
-    "readiness_check": ("flows.readiness_check", "readiness_check", "ReadinessCheckParams"),
-}
-ALIASES = {
-    "restart": "restart_service_groups",
-    "ramp": "warm_up_ramp",
-    "patch": "deploy_patch",
-    "check": "readiness_check",
-}
-
-
 def whoami() -> str:
     try:
         return getpass.getuser()
@@ -81,41 +65,6 @@ def quiet_prefect() -> None:
     install()
 
 
-def parse_assignments(pairs: list[str], model: type[BaseModel]) -> dict[str, Any]:
-    """``key=value`` pairs into a parameter dict; values are JSON when they parse as JSON,
-    comma lists for list fields, strings otherwise. Unknown keys are input errors."""
-    values: dict[str, Any] = {}
-    fields = model.model_fields
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise InputError(f"{pair!r}: parameters are key=value")
-        if key not in fields:
-            raise InputError(f"unknown parameter {key!r} (known: {', '.join(sorted(fields))})")
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        annotation = str(fields[key].annotation)
-        if "list" in annotation and isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        values[key] = value
-    return values
-
-
-def _load(runbook: str) -> tuple[Any, type[BaseModel]]:
-    import importlib
-
-    name = ALIASES.get(runbook, runbook)
-    if name not in RUNBOOKS:
-        known = ", ".join(sorted(RUNBOOKS) + sorted(ALIASES))
-        raise InputError(f"unknown runbook {runbook!r} (known: {known})")
-    module_name, flow_name, params_name = RUNBOOKS[name]
-    module = importlib.import_module(module_name)
-    return getattr(module, flow_name), getattr(module, params_name)
-
-
 def run(
     runbook: Annotated[str, typer.Argument(help="Runbook to run (failover, provision, ...).")],
     assignments: Annotated[
@@ -134,7 +83,7 @@ def run(
     for, its predicted start and end, and the predicted RTO of each tier."""
     quiet_prefect()
     with user_errors():
-        flow, params_model = _load(runbook)
+        flow, params_model = load_runbook(runbook)
         values = parse_assignments(assignments or [], params_model)
         if "triggered_by" in params_model.model_fields:
             values.setdefault("triggered_by", whoami())

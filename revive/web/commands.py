@@ -129,8 +129,8 @@ class CommandHandler:
     # --- viewer commands -----------------------------------------------------------------
 
     def _help(self, role: Role, environment: str) -> _Result:
-        from revive.cli.runs import ALIASES, RUNBOOKS
         from revive.drill.scenarios import SCENARIOS
+        from revive.runs.catalog import ALIASES, RUNBOOKS
 
         runbooks = ", ".join(f"`{n}`" for n in sorted(RUNBOOKS) + sorted(ALIASES))
         text = render(f"{TEMPLATES}/help.md.j2", runbooks=runbooks,
@@ -154,8 +154,8 @@ class CommandHandler:
                        detail={"findings": len(report.findings)})
 
     def _plan(self, command: Command) -> _Result:
-        from revive.cli.runs import parse_assignments
         from revive.planning import plan_capacity, plan_restart
+        from revive.runs.catalog import parse_assignments
 
         topology = self.access.topology()
         assert command.dc is not None
@@ -195,7 +195,7 @@ class CommandHandler:
                        run_id=run.id)
 
     def _run(self, command: Command, caller: Caller) -> _Result:
-        from revive.cli.runs import RUNBOOKS, parse_assignments
+        from revive.runs.catalog import RUNBOOKS, parse_assignments
 
         assert command.runbook is not None
         refused = _server_param(command)

@@ -149,7 +149,7 @@ def _parse_plan(args: list[str]) -> Command:
 
 
 def _parse_run(args: list[str]) -> Command:
-    from revive.cli.runs import ALIASES, RUNBOOKS
+    from revive.runs.catalog import ALIASES, RUNBOOKS
 
     if not args:
         raise _usage("`run` needs a runbook, e.g. `/revive run failover target_dc=dc2 --dry-run`")

@@ -5,10 +5,10 @@ of ``tests.cli.fake_runbooks``. Like ``revive``, it imports no Prefect before th
 from __future__ import annotations
 
 from revive import cli
-from revive.cli import runs
+from revive.runs import catalog
 
 for _name in ("gate", "aborted", "broken"):
-    runs.RUNBOOKS[_name] = ("tests.cli.fake_runbooks", _name, "FakeParams")
+    catalog.RUNBOOKS[_name] = ("tests.cli.fake_runbooks", _name, "FakeParams")
 
 if __name__ == "__main__":
     cli.main()
