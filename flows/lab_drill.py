@@ -20,6 +20,7 @@ from prefect import flow
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
+from flows.approval import rehearsal
 from flows.context import known_dc, using_store
 from flows.failover import FailoverParams, failover
 from revive.drill.report import (
@@ -87,7 +88,10 @@ async def lab_drill(params: LabDrillParams) -> dict:
     # environment, where a real run started meanwhile in this process would pick it up.
     engine = db.get_engine(f"sqlite:///{(out / 'runs.db').resolve()}")
     try:
-        with using_store(engine):
+        # The lab is an estate revive built for drills: its gates follow the lab's (drill)
+        # topology, not the estate this process is configured with (a production one would
+        # hold the drill at its approval gate until someone approved it).
+        with using_store(engine), rehearsal():
             return await _drill(params, state, lost, out, began, wall0, engine)
     finally:
         engine.dispose()

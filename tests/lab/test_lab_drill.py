@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,8 +28,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _revive(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # As on an operator's host: this process is configured with a production estate. The
+    # lab drill's gates still follow the lab's own (drill) topology, so nothing waits for an
+    # approver.
+    env = {**os.environ, "REVIVE_TOPOLOGY": str(REPO / "runbooks" / "topology.yaml")}
     return subprocess.run([str(Path(sys.executable).parent / "revive"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture
