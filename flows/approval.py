@@ -202,7 +202,7 @@ async def _judge(ctx: RunContext, gate: str, answer: Approval, codes: CodeBook,
                 "that code is wrong, used, or not for this gate"))
     else:
         why = refusal(approve=True, role=holder.role, environment=environment,
-                      started=Caller(holder.user_id).started(ctx.params.triggered_by))
+                      started=Caller(holder.user_id).started(ctx.origin.by))
         if why is None:
             return _decide(ctx, gate, "approved", holder.user_id, AuditSource.UI,
                            answer.reason, {"via": "one-time code", "typed_approver": typed})
@@ -239,7 +239,7 @@ async def _send_codes(ctx: RunContext, gate: str, question: str,
     messages = {
         user: code_message(run_id=run_id, runbook=ctx.runbook, target_dc=ctx.target_dc,
                            gate=gate, question=question, code=codes.issue(Holder(user, role)),
-                           started=Caller(user).started(ctx.params.triggered_by))
+                           started=Caller(user).started(ctx.origin.by))
         for user, role in (await asyncio.to_thread(approvers_from_env, environment)).items()}
     sent = sum(await asyncio.gather(*(asyncio.to_thread(direct.send, user, text)
                                       for user, text in messages.items())))

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 from prefect import get_run_logger
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 from prefect.context import FlowRunContext
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import Engine
 
 from revive.chat.models import RunCard, RunStatus, StepNote, Trigger
@@ -32,6 +32,8 @@ from revive.errors import InputError, OpsError, ReviveError, StoreError
 from revive.ops.models import ActionRef, ActionState, ActionStatus
 from revive.ops.toolbox import SIM_URL_ENV, Toolbox, build_toolbox
 from revive.runs import RunSession
+from revive.runs.form import FormModel
+from revive.runs.origin import Origin, current_origin
 from revive.store.models import RunOutcome, StepState, TriggerSource
 from revive.topology import DEFAULT_PATH, Environment, Topology, load, require_databases
 from tasks.clock import action_status, wait
@@ -58,7 +60,7 @@ def using_store(engine: Engine) -> Iterator[None]:
         _STORE.reset(token)
 
 
-class RunbookParams(BaseModel):
+class RunbookParams(FormModel):
     """Parameters every runbook takes (the Prefect UI renders them as a form)."""
 
     topology: str = Field(str(DEFAULT_PATH), min_length=1, description="Topology file.")
@@ -70,8 +72,6 @@ class RunbookParams(BaseModel):
         None, description="The DC this run executes from; its tool replicas are tried first."
     )
     dry_run: bool = Field(False, description="Show the plan and change nothing.")
-    triggered_by: str = Field("unknown", description="Who started the run.")
-    trigger: TriggerSource = Field(TriggerSource.UI, description="What started the run.")
     resume: str | None = Field(None, description="Continue this run id, skipping done steps.")
 
     needs_database: ClassVar[bool] = False
@@ -130,6 +130,8 @@ class RunContext:
     run: RunSession
     chat: ChatSink
     environment: Environment
+    origin: Origin = field(default_factory=lambda: Origin(trigger=TriggerSource.UI, by="unknown"))
+    """Who or what started the run (its tags, or Prefect's record): never a parameter."""
     highlights: list[str] = field(default_factory=list)
     outcome: str | None = None
     _artifact: Any = None
@@ -266,8 +268,8 @@ class RunContext:
             steps_done=progress.done,
             steps_total=max(progress.total, progress.done),
             current_step=progress.current or None,
-            started_by=self.params.triggered_by,
-            trigger=Trigger(str(self.params.trigger)),
+            started_by=self.origin.by,
+            trigger=Trigger(str(self.origin.trigger)),
             elapsed_real_s=round(progress.elapsed_real_s, 1),
             elapsed_sim_s=progress.sim_time,
             outcome=self.outcome,
@@ -313,12 +315,13 @@ async def open_run(
     if tools is None:  # built before the run is recorded: a wrong tool starts nothing
         tools = tools_for(params, topology)
     flow_run = FlowRunContext.get()
+    origin = current_origin()
     run = RunSession.start(
         prefect_flow_run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
         runbook=runbook,
         parameters=params.model_dump(mode="json"),
-        trigger=params.trigger,
-        triggered_by=params.triggered_by,
+        trigger=origin.trigger,
+        triggered_by=origin.by,
         target_dc=run_dc,
         topology=topology,
         topology_source=params.topology,
@@ -331,7 +334,8 @@ async def open_run(
     status, outcome = RunStatus.SUCCEEDED, RunOutcome.SUCCEEDED
     try:
         chat = chat or chat_from_env()
-        ctx = RunContext(runbook, params, topology, tools, run, chat, topology.environment)
+        ctx = RunContext(runbook, params, topology, tools, run, chat, topology.environment,
+                         origin=origin)
         await chat.start(ctx.card())
     except BaseException:  # nothing ran: the record must not stay running, nor beating
         try:

@@ -6,6 +6,13 @@ its ops-tool replicas and health checker with it) and the failover runbook recov
 every other DC over the simulator's HTTP API, as it would against real tools. The drill
 measures the RTO of every tier on the simulator's true state and writes ``report.html``
 and ``report.json``.
+
+However it was started (``revive drill``, ``/revive drill``, a schedule), a drill leaves a
+history: its summary in revive's store (``revive drills``, the status board), its report
+under ``REVIVE_REPORTS_DIR``, a Prefect artifact with the outcome, each tier's RTO against
+its target and where the report is, and a final state whose message says the same. Each
+step is compared with the same step in earlier drills of the scenario; one slower than the
+75th percentile of its history is marked in the report.
 """
 
 from __future__ import annotations
@@ -16,26 +23,45 @@ from pathlib import Path
 
 import httpx
 import yaml
-from prefect import flow
-from pydantic import BaseModel, Field
+from prefect import flow, get_run_logger, tags
+from prefect.artifacts import acreate_markdown_artifact
+from prefect.runtime import flow_run as current_run
+from prefect.states import Completed, State
+from pydantic import Field
 from sqlalchemy import Engine
 
 from flows.context import known_dc, using_store
 from flows.failover import FailoverParams, failover
-from revive.drill.recorder import Recorder
-from revive.drill.report import (
+from revive.drill.charts import fmt_clock
+from revive.drill.models import (
     DrillReport,
     FindingRow,
     GraphStep,
     RampPoint,
     StepResult,
     TierResult,
-    write_report,
 )
+from revive.drill.recorder import Recorder
+from revive.drill.report import write_report
 from revive.drill.scenarios import SCENARIOS
 from revive.drill.server import SimServer
+from revive.drill.trend import slow_steps, step_seconds, trend_note
+from revive.errors import StoreError
 from revive.readiness import run_check
+from revive.render import render
 from revive.runs import RunSession
+from revive.runs.drills import (
+    REPORTS_DIR_ENV,
+    DrillSummary,
+    Earlier,
+    earlier_drills,
+    new_drill_id,
+    record_drill,
+    report_dir_name,
+    reports_dir,
+)
+from revive.runs.form import FormModel
+from revive.runs.origin import current_origin, origin_tags
 from revive.sim import Simulator
 from revive.store import db
 from revive.store.models import TriggerSource
@@ -50,45 +76,167 @@ from revive.topology import (
 from revive.verdict import TierRto, headline, outcome
 
 SETTLE_S = 60.0
+HISTORY_LIMIT = 20
+"""Earlier drills a drill's steps and RTOs are compared with."""
+ARTIFACT_KEY = "drill-report"
+TEMPLATE = "drill/summary.md.j2"
 
 
-class DrillParams(BaseModel):
+class DrillParams(FormModel):
     scenario: str = Field("dc-fire", description=f"One of: {', '.join(SCENARIOS)}.")
     seed: int = Field(1, ge=0, description="Same seed, same drill.")
     topology: str = Field(str(DEFAULT_PATH), description="Topology file.")
     lost_dc: str | None = Field(
         None, description="The DC the fault takes out (default: the topology's first DC)."
     )
-    out: str | None = Field(None, description="Report directory (default .revive/drills/<UTC>).")
+    out: str | None = Field(
+        None, description=f"Report directory (default ${REPORTS_DIR_ENV}, else .revive/drills, "
+        "then <UTC time>-<run id>).")
     judge_for_s: float = Field(
         3600.0, ge=0, le=86400,
         description="After the runbook ends, how long (simulated) to wait for every tier's "
         "RTO to be judged.")
-    triggered_by: str = Field("drill", description="Who started the drill.")
-    trigger: TriggerSource = Field(TriggerSource.SCHEDULE, description="What started it.")
+    history: bool = Field(
+        True, description="Keep the drill in the history (`revive drills`) and compare its "
+        "steps with earlier drills; a rehearsal of the failover graph does not.")
 
 
 @flow(name="drill", log_prints=False)
-async def drill(params: DrillParams) -> dict:
-    """Run one drill scenario end to end and write its report; returns the report's JSON."""
+async def drill(params: DrillParams) -> State:
+    """Run one drill scenario end to end, write its report, keep it in the history and
+    publish it as an artifact.
+
+    Ends in a Completed state whose message gives the outcome and the report's path; callers
+    get its data: the report's JSON plus ``drill_id``, ``out`` (the report directory),
+    ``report_html``, ``report_json`` and ``history_kept``.
+    """
     began, wall0 = datetime.now(UTC), time.monotonic()
     if params.scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {params.scenario!r} (known: {', '.join(SCENARIOS)})")
-    out = Path(params.out or Path(".revive") / "drills" / began.strftime("%Y%m%dT%H%M%SZ"))
+    drill_id = current_drill_id()
+    origin = current_origin()  # its failover is started by the same person or schedule
+    out = Path(params.out) if params.out else default_out(began, drill_id)
     out.mkdir(parents=True, exist_ok=True)
     # A drill keeps its runs in its own store: it never blocks, nor is blocked by, a real
     # failover of the same DC. Handed to its failover explicitly (never through the process
     # environment: a real run started meanwhile in this process belongs in the real store).
     engine = db.get_engine(f"sqlite:///{(out / 'runs.db').resolve()}")
     try:
-        with using_store(engine):
-            return await _drill(params, out, began, wall0, engine)
+        with using_store(engine), tags(*origin_tags(origin.trigger, origin.by)):
+            report = await _drill(params, out, began, wall0, engine)
     finally:
         engine.dispose()
+    return await publish(report, out, drill_id=drill_id, began=began, trigger=origin.trigger,
+                         triggered_by=origin.by, history=params.history)
+
+
+async def publish(report: DrillReport, out: Path, *, drill_id: str, began: datetime,
+                  trigger: TriggerSource, triggered_by: str, history: bool = True) -> State:
+    """Compare a drill's report with the history, write it into ``out``, keep it in the
+    history and publish it as an artifact; the Completed state the drill's flow ends in.
+
+    Any drill flow ends with this (the lab's too: its steps are compared only with other
+    drills on the same ``report.target``, their clock)."""
+    # The history lives in revive's own store (the one the status board reads).
+    notes: list[str] = []
+    store = _store(notes) if history else None
+    kept = False
+    try:
+        earlier = _earlier(store, report, notes)
+        seconds = step_seconds(report.steps)
+        report = report.model_copy(update={"slow_steps": slow_steps(seconds, earlier.steps)})
+        json_path, html_path = [path.resolve() for path in write_report(report, out)]
+        if store is not None:
+            kept = _keep(store, DrillSummary.of(
+                report, run_id=drill_id, started_at=began, finished_at=datetime.now(UTC),
+                trigger=trigger, triggered_by=triggered_by, report_dir=out.resolve()),
+                seconds, notes)
+    finally:
+        if store is not None:
+            store.dispose()
+    if not history:
+        notes.append("not kept (history off, as for a rehearsal)")
+    note = "; ".join(notes)
+    await _artifact(report, earlier, json_path, html_path, trigger=str(trigger),
+                    triggered_by=triggered_by, note=note)
+    return Completed(
+        message=f"{report.outcome}: {report.headline}; report {html_path}",
+        data={"out": str(out), "drill_id": drill_id, "report_html": str(html_path),
+              "report_json": str(json_path), "history_kept": kept, **report.to_json_dict()})
+
+
+def current_drill_id() -> str:
+    """The drill's id: its Prefect flow run id (a fresh one outside a flow run)."""
+    return str(current_run.id or new_drill_id())
+
+
+def default_out(began: datetime, drill_id: str) -> Path:
+    """Where a drill told no directory writes its report."""
+    return reports_dir() / report_dir_name(began, drill_id)
+
+
+def _store(notes: list[str]) -> Engine | None:
+    try:
+        return db.get_engine()
+    except StoreError as exc:
+        _note(notes, f"no store, the drill was not kept ({exc})")
+        return None
+
+
+def _earlier(store: Engine | None, report: DrillReport, notes: list[str]) -> Earlier:
+    """The earlier drills of the same scenario on the same target; none when the store
+    cannot be read (the drill goes on, and says so)."""
+    if store is None:
+        return Earlier()
+    try:
+        db.upgrade(store)
+        return earlier_drills(store, scenario=report.scenario, target=report.target,
+                              limit=HISTORY_LIMIT)
+    except StoreError as exc:
+        _note(notes, f"earlier drills not read, no step compared ({exc})")
+        return Earlier()
+
+
+def _keep(store: Engine, summary: DrillSummary, seconds: dict[str, float],
+          notes: list[str]) -> bool:
+    """Record the drill; a store that fails loses the row, not the drill's report."""
+    try:
+        db.upgrade(store)
+        record_drill(store, summary, step_seconds=seconds)
+    except StoreError as exc:
+        _note(notes, f"this drill was not kept ({exc})")
+        return False
+    return True
+
+
+def _note(notes: list[str], text: str) -> None:
+    notes.append(text)
+    get_run_logger().warning("drill history: %s", text)
+
+
+async def _artifact(report: DrillReport, earlier: Earlier, json_path: Path, html_path: Path,
+                    *, trigger: str, triggered_by: str, note: str) -> None:
+    """The outcome, each tier's RTO against its target and trend, the slow steps and where
+    the report is, as the run's markdown artifact."""
+    tiers = sorted(report.tiers, key=lambda t: t.tier)
+    trends = {t.tier: trend_note(t.rto_s, [d.rto_s.get(f"tier{t.tier}") for d in earlier.drills])
+              for t in tiers}
+    await acreate_markdown_artifact(
+        markdown=render(
+            TEMPLATE, r=report, tiers=tiers, trends=trends, trigger=trigger,
+            triggered_by=triggered_by, json_path=str(json_path), html_path=str(html_path),
+            duration=_duration, history_note=note,
+            failed_steps=sum(1 for s in report.steps if s.state == "failed")),
+        key=ARTIFACT_KEY,
+        description=f"Drill {report.scenario} of {report.lost_dc}: {report.outcome}")
+
+
+def _duration(seconds: float | None) -> str:
+    return "never" if seconds is None else fmt_clock(seconds)
 
 
 async def _drill(params: DrillParams, out: Path, began: datetime, wall0: float,
-                 engine: Engine) -> dict:
+                 engine: Engine) -> DrillReport:
     topology = load(params.topology).model_copy(update={"environment": Environment.drill})
     require_databases(topology, "a drill", params.topology)
     lost = known_dc(topology, "lost_dc", params.lost_dc or topology.dc_names[0])
@@ -114,8 +262,6 @@ async def _drill(params: DrillParams, out: Path, began: datetime, wall0: float,
         result = await failover(FailoverParams(
             topology=str(drill_topology), lost_dc=lost, sim_url=server.url,
             run_from_dc=lost if scenario.run_from_lost_dc else targets[0],
-            triggered_by=params.triggered_by,
-            trigger=params.trigger,
         ))
         steps = _steps(sim, engine, result["run_id"])
     # The runbook may end before the recorder sees a tier back (the last move settles):
@@ -124,10 +270,8 @@ async def _drill(params: DrillParams, out: Path, began: datetime, wall0: float,
     while not recorder.judged and sim.clock.now < limit:
         sim.advance(min(10.0, limit - sim.clock.now))
     finished = sim.clock.now
-    report = _report(params, topology, recorder, result, steps, began, finished,
-                     time.monotonic() - wall0, sim.estate.class_weights)
-    write_report(report, out)
-    return {"out": str(out), **report.to_json_dict()}
+    return _report(params, topology, recorder, result, steps, began, finished,
+                   time.monotonic() - wall0, sim.estate.class_weights)
 
 
 def _steps(sim: Simulator, engine: Engine, run_id: str) -> list[StepResult]:

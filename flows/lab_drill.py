@@ -16,21 +16,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow
-from pydantic import BaseModel, Field
+from prefect import flow, tags
+from prefect.states import State
+from pydantic import Field
 from sqlalchemy import Engine
 
 from flows.approval import rehearsal
 from flows.context import known_dc, using_store
+from flows.drill import current_drill_id, default_out, publish
 from flows.failover import FailoverParams, failover
-from revive.drill.report import (
+from revive.drill.models import (
     DrillReport,
     FindingRow,
     GraphStep,
     RampPoint,
     StepResult,
     TierResult,
-    write_report,
 )
 from revive.errors import InputError
 from revive.lab import estate
@@ -38,15 +39,16 @@ from revive.lab.recorder import LabRecorder
 from revive.ops.toolbox import build_toolbox
 from revive.readiness import run_check
 from revive.runs import RunSession
+from revive.runs.form import FormModel
+from revive.runs.origin import current_origin, origin_tags
 from revive.store import db
-from revive.store.models import TriggerSource
 from revive.topology import content_hash, load
 from revive.verdict import TierRto, headline, outcome
 
 BASELINE_S = 3.0
 
 
-class LabDrillParams(BaseModel):
+class LabDrillParams(FormModel):
     lab_dir: str | None = Field(None, description="The lab (default: the one `lab up` started).")
     scenario: Literal["dc-fire", "partition"] = Field("dc-fire", description="The fault.")
     lost_dc: str | None = Field(None, description="The DC the fault takes out (default: first).")
@@ -54,8 +56,6 @@ class LabDrillParams(BaseModel):
     judge_for_s: float = Field(120.0, ge=0, le=3600,
                                description="After the runbook ends, how long to wait for "
                                            "every tier's RTO to be judged.")
-    triggered_by: str = Field("drill", description="Who started the drill.")
-    trigger: TriggerSource = Field(TriggerSource.SCHEDULE, description="What started it.")
 
 
 def lab_state(params: LabDrillParams) -> tuple[estate.LabState, str]:
@@ -78,11 +78,14 @@ def lab_state(params: LabDrillParams) -> tuple[estate.LabState, str]:
 
 
 @flow(name="lab-drill", log_prints=False)
-async def lab_drill(params: LabDrillParams) -> dict:
-    """Break one DC of the lab, recover it with the failover runbook, report."""
+async def lab_drill(params: LabDrillParams) -> State:
+    """Break one DC of the lab, recover it with the failover runbook, report; the drill
+    joins the history as the simulator's drills do."""
     began, wall0 = datetime.now(UTC), time.monotonic()
     state, lost = lab_state(params)
-    out = Path(params.out or Path(".revive") / "drills" / began.strftime("%Y%m%dT%H%M%SZ"))
+    drill_id = current_drill_id()
+    origin = current_origin()
+    out = Path(params.out) if params.out else default_out(began, drill_id)
     out.mkdir(parents=True, exist_ok=True)
     # The drill's own store, handed to its failover explicitly: never through the process
     # environment, where a real run started meanwhile in this process would pick it up.
@@ -91,14 +94,16 @@ async def lab_drill(params: LabDrillParams) -> dict:
         # The lab is an estate revive built for drills: its gates follow the lab's (drill)
         # topology, not the estate this process is configured with (a production one would
         # hold the drill at its approval gate until someone approved it).
-        with using_store(engine), rehearsal():
-            return await _drill(params, state, lost, out, began, wall0, engine)
+        with using_store(engine), rehearsal(), tags(*origin_tags(origin.trigger, origin.by)):
+            report = await _drill(params, state, lost, out, began, wall0, engine)
     finally:
         engine.dispose()
+    return await publish(report, out, drill_id=drill_id, began=began, trigger=origin.trigger,
+                         triggered_by=origin.by)
 
 
 async def _drill(params: LabDrillParams, state: estate.LabState, lost: str, out: Path,
-                 began: datetime, wall0: float, engine: Engine) -> dict:
+                 began: datetime, wall0: float, engine: Engine) -> DrillReport:
     topology = load(state.topology)
     targets = [dc for dc in topology.dc_names if dc != lost]
     await asyncio.to_thread(estate.wait_served, state)
@@ -115,7 +120,6 @@ async def _drill(params: LabDrillParams, state: estate.LabState, lost: str, out:
             estate.fire(state, lost)
         result = await failover(FailoverParams(
             topology=state.topology, lost_dc=lost, run_from_dc=targets[0],
-            triggered_by=params.triggered_by, trigger=params.trigger,
         ))
         limit = time.time() + params.judge_for_s
         while not recorder.judged and time.time() < limit:
@@ -126,8 +130,7 @@ async def _drill(params: LabDrillParams, state: estate.LabState, lost: str, out:
         await tools.aclose()
     report = _report(params, state, topology, recorder, result, engine, began,
                      time.monotonic() - wall0)
-    write_report(report, out)
-    return {"out": str(out), **report.to_json_dict()}
+    return report
 
 
 def _steps(engine: Engine, run_id: str, graph: list[dict], fault_at: float) -> list[StepResult]:

@@ -35,6 +35,12 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def _reports_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Drills write their reports under the test's own directory, never the checkout's."""
+    monkeypatch.setenv("REVIVE_REPORTS_DIR", str(tmp_path / "drills"))
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _collect_garbage_after_each_module() -> Iterator[None]:
     yield
@@ -130,7 +136,7 @@ PREFECT_SOCKET = pytest.mark.filterwarnings(
 )
 
 
-RUNS_FLOWS = ("tests/flows/", "tests/reliability/")
+RUNS_FLOWS = ("tests/flows/", "tests/reliability/", "tests/runs/")
 
 
 def _runs_flows(node: pytest.Item) -> bool:

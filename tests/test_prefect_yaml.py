@@ -18,6 +18,7 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.flows import load_flow_from_entrypoint
 from pydantic import BaseModel, ValidationError
 
+from revive.runs.form import lift
 from revive.topology import load
 from tests.factories import EXAMPLE, REPO
 
@@ -65,7 +66,7 @@ def test_entrypoint_is_a_flow_named_for_its_pool(deployment: dict[str, Any]) -> 
 def test_parameters_validate_and_default_to_the_pools_dc(deployment: dict[str, Any]) -> None:
     flow = _flow(deployment)
     parameters = deployment.get("parameters") or {}
-    params = parameters.get("params") or {}
+    params = lift(parameters.get("params") or {})  # the form's advanced group, flat
     model = _params_model(flow)
     fields = model.model_fields
     per_run = {n for n, f in fields.items() if f.is_required() and n not in params}
@@ -84,8 +85,10 @@ def test_parameters_validate_and_default_to_the_pools_dc(deployment: dict[str, A
     dc = _pool(deployment)
     if "run_from_dc" in fields:
         assert params.get("run_from_dc") == dc
-    if "target_dc" in fields:
+    if "target_dc" in fields and "lost_dc" not in fields:  # acts on one DC: this one
         assert params.get("target_dc") == dc
+    elif "target_dc" in fields:  # moves a lost DC's users: into every survivor unless told
+        assert "target_dc" not in params
     if "lost_dc" in params:
         assert params["lost_dc"] in POOLS - {dc}
 

@@ -44,6 +44,7 @@ class Trigger(StrEnum):
     UI = "ui"
     SLACK = "slack"
     SCHEDULE = "schedule"
+    AUTOMATION = "automation"
 
 
 class ApprovalPrompt(BaseModel):

@@ -6,7 +6,20 @@ import os
 
 import typer
 
-from revive.cli import check, db, docs, lab, plan, runs, serve, sim, slack, stack
+from revive.cli import (
+    check,
+    db,
+    deploy,
+    docs,
+    drills,
+    lab,
+    plan,
+    runs,
+    serve,
+    sim,
+    slack,
+    stack,
+)
 from revive.prefect_server import STARTUP_TIMEOUT_S
 
 app = typer.Typer(
@@ -22,7 +35,9 @@ app.command("status")(runs.status)
 app.command("abort")(runs.abort)
 app.command("approve")(runs.approve)
 app.command("drill")(runs.drill)
+app.command("drills")(drills.drills)
 app.command("serve")(serve.serve)
+app.command("deploy")(deploy.deploy)
 app.add_typer(plan.app, name="plan")
 app.add_typer(db.app, name="db")
 app.add_typer(sim.app, name="sim")

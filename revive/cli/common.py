@@ -3,7 +3,9 @@ Rich prints exactly as given."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,3 +102,11 @@ def load_topology(path: Path) -> Topology:
 def print_json(payload: BaseModel | dict[str, Any]) -> None:
     data = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def whoami() -> str:
+    """The operating-system user running the command: who the CLI says started a run."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")

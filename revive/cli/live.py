@@ -83,8 +83,14 @@ def execute(title: str, flow: Any, params: Any) -> Finished:
     def note(_flow: Any, flow_run: Any, _state: Any) -> None:
         started.append(str(flow_run.id))
 
+    from prefect import tags
+
+    from revive.cli.common import whoami
+    from revive.runs.origin import origin_tags
+    from revive.store.models import TriggerSource
+
     watched = flow.with_options(on_running=[*flow.on_running_hooks, note])
-    with live_progress(title):
+    with live_progress(title), tags(*origin_tags(TriggerSource.CLI, whoami())):
         try:
             result = asyncio.run(watched(params))
         except Exception as exc:

@@ -6,7 +6,6 @@ of the CLI (and ``revive`` as a library) starts without Prefect.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from revive.cli.common import (
     plain,
     store_errors,
     user_errors,
+    whoami,
 )
 from revive.errors import InputError, ReviveError, StoreError
 from revive.runs.catalog import ALIASES, load_runbook, parse_assignments
@@ -38,13 +38,6 @@ from revive.topology import DEFAULT_PATH, load
 EXIT_ACTIVE = 3
 #: Outcomes that end ``revive run`` with EXIT_FAILED (README: "1 failed or aborted").
 FAILED_OUTCOMES = ("failed", "aborted", "crashed", "late", "degraded")
-def whoami() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return os.environ.get("USER", "unknown")
-
-
 def quiet_prefect() -> None:
     """Progress goes to the live display; Prefect's per-task INFO lines would drown it, and
     its temporary server's shutdown chatter is not the user's business. A failed flow run
@@ -85,9 +78,6 @@ def run(
     with user_errors():
         flow, params_model = load_runbook(runbook)
         values = parse_assignments(assignments or [], params_model)
-        if "triggered_by" in params_model.model_fields:
-            values.setdefault("triggered_by", whoami())
-            values.setdefault("trigger", "cli")
         if dry_run:
             values["dry_run"] = True
         if resume:
@@ -199,7 +189,7 @@ def _rehearse_failover(params: Any, as_json: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         report = _drill_result("rehearsal", drill_flow, DrillParams(
             scenario="dc-fire", topology=params.topology, lost_dc=lost, out=tmp,
-            triggered_by=params.triggered_by, trigger="cli"))
+            history=False))
     steps = [{k: row[k] for k in ("key", "action", "target", "after", "start_s", "end_s")}
              for row in report["graph"]]
     if as_json:
@@ -368,7 +358,7 @@ def drill(
         if lost_dc is not None:
             known_dc(estate, "--lost-dc", lost_dc)
         params = DrillParams(scenario=scenario, seed=seed, out=out_dir, topology=topology,
-                             lost_dc=lost_dc, triggered_by=whoami(), trigger="cli")
+                             lost_dc=lost_dc)
     result = _drill_result(f"drill {scenario}", drill_flow, params)
     rto = ", ".join(f"{k} {'never' if v is None else f'{v:.0f} s'}"
                     for k, v in result["rto_seconds"].items())
@@ -387,7 +377,7 @@ def _lab_drill(scenario: str, lost_dc: str | None, out_dir: str | None,
         if scenario not in ("dc-fire", "partition"):
             raise InputError(f"--scenario: the lab has dc-fire and partition, not {scenario!r}")
         params = LabDrillParams(lab_dir=lab_dir, scenario=scenario, lost_dc=lost_dc,
-                                out=out_dir, triggered_by=whoami(), trigger="cli")
+                                out=out_dir)
         lab_state(params)  # the lab is up and the DC is one of its own: before anything starts
     result = _drill_result(f"lab drill {scenario}", lab_drill, params)
     rto = ", ".join(f"{k} {'never' if v is None else f'{v:.0f} s'}"

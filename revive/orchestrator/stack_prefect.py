@@ -8,37 +8,48 @@ each worker would create its pool with whatever defaults it has.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import httpx
 
-__all__ = ["ensure_pools", "prepare", "workers_online"]
+if TYPE_CHECKING:
+    from prefect.client.orchestration import PrefectClient
+
+__all__ = ["ensure_pools", "ensure_pools_with", "prepare", "workers_online"]
 
 
 async def ensure_pools(api_url: str, pools: list[str]) -> list[str]:
     """Create the process work pools that are missing; returns those it created."""
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        async with get_client() as client:
+            return await ensure_pools_with(client, pools)
+
+
+async def ensure_pools_with(client: PrefectClient, pools: list[str]) -> list[str]:
+    """``ensure_pools`` through a client already open (``revive deploy``'s)."""
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.workers.process import ProcessWorker
 
     created = []
-    with temporary_settings({PREFECT_API_URL: api_url}):
-        async with get_client() as client:
-            for pool in pools:
-                try:
-                    await client.read_work_pool(pool)
-                    continue
-                except ObjectNotFound:
-                    pass
-                try:
-                    await client.create_work_pool(WorkPoolCreate(
-                        name=pool, type="process",
-                        description=f"revive: runbooks executed from DC {pool}",
-                        base_job_template=ProcessWorker.get_default_base_job_template(),
-                    ))
-                    created.append(pool)
-                except ObjectAlreadyExists:  # made meanwhile: what we wanted
-                    pass
+    for pool in pools:
+        try:
+            await client.read_work_pool(pool)
+            continue
+        except ObjectNotFound:
+            pass
+        try:
+            await client.create_work_pool(WorkPoolCreate(
+                name=pool, type="process",
+                description=f"revive: runbooks executed from DC {pool}",
+                base_job_template=ProcessWorker.get_default_base_job_template(),
+            ))
+            created.append(pool)
+        except ObjectAlreadyExists:  # made meanwhile: what we wanted
+            pass
     return created
 
 

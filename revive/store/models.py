@@ -87,6 +87,7 @@ class TriggerSource(enum.StrEnum):
     UI = "ui"
     SLACK = "slack"
     SCHEDULE = "schedule"
+    AUTOMATION = "automation"
 
 
 class RunOutcome(enum.StrEnum):
@@ -277,3 +278,31 @@ class SlackRequest(StoreModel, table=True):
     """What was asked (e.g. ``/revive run failover target_dc=dc2``), for the audit trail."""
     answer: dict[str, Any] | None = Field(default=None, sa_type=JSON)
     """The answer given; ``None`` while the first copy is still being handled."""
+
+
+class DrillRecord(StoreModel, table=True):
+    """One drill, however it was started (CLI, Slack, a schedule): the history that
+    ``revive drills`` and the status board read. The full report stays in ``report_dir``;
+    ``step_seconds`` is kept here so the next drill can tell a step slower than its past."""
+
+    __tablename__ = "drill_record"
+
+    id: str = Field(primary_key=True, sa_type=String(36))
+    """The drill's Prefect flow run id (a fresh uuid when it ran outside Prefect)."""
+    started_at: datetime = Field(sa_type=UTCDateTime, index=True)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    scenario: str
+    lost_dc: str
+    target: str = Field(default="simulator", sa_type=String(32))
+    """What the drill ran on: ``simulator`` or ``lab``; its step times are on that clock."""
+    trigger: TriggerSource = Field(sa_type=StrEnumType(TriggerSource))
+    triggered_by: str
+    outcome: str = Field(sa_type=String(ENUM_LENGTH))
+    headline: str = ""
+    rto_s: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    """Per tier (``tier0``...): seconds from the fault until it was back; ``null``: never."""
+    target_s: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    step_seconds: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    """Per step key: how long the step took (finished steps only)."""
+    slow_steps: list[Any] = Field(default_factory=list, sa_type=JSON)
+    report_dir: str

@@ -1,7 +1,10 @@
-"""The Slack app over HTTP: ``/slack/commands``, ``/slack/interactions`` and ``/healthz``.
+"""The web app: the Slack app over HTTP (``/slack/commands``, ``/slack/interactions``), the
+status board (``/``, ``/board.json``: revive/web/board.py) and ``/healthz``.
 
-Nothing is done for a request whose signature does not verify (401), and no body is read past
-``MAX_BODY_BYTES`` (413). Everything else is the transport-independent ``SlackApp``: it
+Without a signing secret the Slack endpoints are off, answering 503 with the reason before
+reading anything, and the board still serves: an estate can watch before it wires Slack.
+With one, nothing is done for a request whose signature does not verify (401), and no body
+is read past ``MAX_BODY_BYTES`` (413). Everything else is the transport-independent ``SlackApp``: it
 answers within Slack's 3 seconds and starts long work in the background, so the HTTP layer
 only verifies, decodes and returns the acknowledgement. Input that cannot be Slack's is a 4xx
 with a one-line reason, never a 500.
@@ -18,8 +21,12 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from slack_sdk.signature import Clock
 
+from revive.store import db
+from revive.web.access import Access
 from revive.web.approvals import Resume
-from revive.web.dispatch import MalformedRequest, build_slack_app, parse_payload
+from revive.web.board import board_router
+from revive.web.board_data import BoardSource
+from revive.web.dispatch import MalformedRequest, SlackApp, build_slack_app, parse_payload
 from revive.web.replies import Job
 from revive.web.settings import WebSettings
 from revive.web.verify import SignedBody, make_verifier, verified_body
@@ -55,6 +62,14 @@ def _bad_request(exc: MalformedRequest) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=400)
 
 
+SLACK_OFF = ("the Slack endpoints are off: REVIVE_SLACK_SIGNING_SECRET is not set, so Slack "
+             "requests cannot be verified")
+
+
+def _slack_off() -> JSONResponse:
+    return JSONResponse({"error": SLACK_OFF}, status_code=503)
+
+
 def create_app(
     settings: WebSettings | None = None,
     *,
@@ -64,22 +79,46 @@ def create_app(
     http_client: httpx.Client | None = None,
     resume: Resume | None = None,
 ) -> FastAPI:
-    """The ASGI app. ``clock`` is the signature clock; the rest go to ``build_slack_app``."""
+    """The ASGI app. ``clock`` is the signature clock; the rest go to ``build_slack_app``.
+
+    The store is migrated here; without a signing secret no Slack app is built."""
     settings = settings if settings is not None else WebSettings()
-    verifier = make_verifier(settings.slack_signing_secret.get_secret_value(), clock=clock)
-    slack = build_slack_app(settings, start=start, groups_of=groups_of,
-                            http_client=http_client, resume=resume,
-                            clock=clock.now if clock is not None else None)
+    slack: SlackApp | None = None
+    if settings.slack_enabled:
+        verifier = make_verifier(settings.slack_signing_secret.get_secret_value(), clock=clock)
+        slack = build_slack_app(settings, start=start, groups_of=groups_of,
+                                http_client=http_client, resume=resume,
+                                clock=clock.now if clock is not None else None)
+        access = slack.access
+    else:
+        engine = db.get_engine()
+        db.upgrade(engine)
+        access = Access(settings, engine)
 
     app = FastAPI(title="revive", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.settings = settings
     app.state.slack = slack
-    app.state.engine = slack.access.engine
-    verified = Depends(verified_body(verifier))
+    app.state.engine = access.engine
+    app.state.board = BoardSource(access.engine, access.topology, settings.topology)
+    app.include_router(board_router(app.state.board,
+                                    settings.board_token.get_secret_value().strip()))
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    if slack is None:
+        @app.post("/slack/commands")
+        def slack_commands_off() -> JSONResponse:
+            return _slack_off()
+
+        @app.post("/slack/interactions")
+        def slack_interactions_off() -> JSONResponse:
+            return _slack_off()
+
+        return app
+    on: SlackApp = slack
+    verified = Depends(verified_body(verifier))
 
     @app.post("/slack/commands")
     def slack_commands(request: Request, signed: SignedBody = verified) -> JSONResponse:
@@ -87,13 +126,13 @@ def create_app(
             form = _form(signed.body)
         except MalformedRequest as exc:
             return _bad_request(exc)
-        return JSONResponse(slack.command(form, retry=_retry(request), signed=signed.signed))
+        return JSONResponse(on.command(form, retry=_retry(request), signed=signed.signed))
 
     @app.post("/slack/interactions")
     def slack_interactions(request: Request, signed: SignedBody = verified) -> Response:
         try:
             payload = parse_payload(_form(signed.body))
-            answer = slack.interaction(payload, retry=_retry(request), signed=signed.signed)
+            answer = on.interaction(payload, retry=_retry(request), signed=signed.signed)
         except MalformedRequest as exc:
             return _bad_request(exc)
         return JSONResponse(answer) if answer else Response(status_code=200)

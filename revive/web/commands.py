@@ -209,7 +209,6 @@ class CommandHandler:
             if key in RESERVED_PARAMS:
                 raise CommandInputError(f"{key!r} is set by revive (it is you, via Slack)")
         values = parse_assignments(list(command.assignments), params_model)
-        values.update(triggered_by=caller.identity, trigger="slack")
         if "topology" in params_model.model_fields:  # the estate this app serves
             values.setdefault("topology", self.settings.topology)
         if command.dry_run:
@@ -274,8 +273,7 @@ class CommandHandler:
                                     f"(topology has: {known})")
         module = importlib.import_module("flows.drill")
         params = module.DrillParams(scenario=command.scenario, topology=self.settings.topology,
-                                    lost_dc=command.dc, triggered_by=caller.identity,
-                                    trigger="slack")
+                                    lost_dc=command.dc)
         key = ("drill", command.scenario or "")
         if not self._claim(key):
             return _Result(Reply(f":hourglass: A `{command.scenario}` drill is already running "

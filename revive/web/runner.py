@@ -24,7 +24,9 @@ import httpx
 
 from revive.chat.text import slack_escape
 from revive.errors import ReviveError
+from revive.runs.origin import origin_tags
 from revive.store import db, service
+from revive.store.models import TriggerSource
 from revive.web.access import Access
 from revive.web.replies import Job, Reply, run_outcome_text
 from revive.web.settings import WebSettings
@@ -40,6 +42,11 @@ RESPONSE_URL_TTL_S = 29 * 60.0
 REHEARSAL_QUIET_S = 0.2
 #: ...but never longer than this: rehearsals yield to answering people, they never starve.
 REHEARSAL_MAX_DEFER_S = 2.0
+
+
+def slack_tags(job: Job) -> list[str]:
+    """Who started the job, on the flow run it becomes (never a parameter: see origin)."""
+    return origin_tags(TriggerSource.SLACK, job.caller.identity)
 
 
 def deployment_name(job: Job, run_from_dc: str | None) -> str:
@@ -115,7 +122,10 @@ class BackgroundRunner:
 
         run_id: str | None = None
         try:
-            result = asyncio.run(job.flow(job.params))
+            from prefect import tags
+
+            with tags(*slack_tags(job)):
+                result = asyncio.run(job.flow(job.params))
             text, outcome = run_outcome_text(job, result)
             if isinstance(result, dict) and isinstance(result.get("run_id"), str):
                 run_id = result["run_id"]
@@ -168,7 +178,7 @@ class BackgroundRunner:
         params = job.params.model_dump(mode="json")
         key = f"slack:{job.caller.request_id}" if job.caller.request_id else None
         flow_run = await run_deployment(name, parameters={"params": params}, timeout=0,
-                                        idempotency_key=key)
+                                        idempotency_key=key, tags=slack_tags(job))
         ui = os.environ.get("PREFECT_UI_URL")
         link = f" <{ui}/runs/flow-run/{flow_run.id}|open it in Prefect>" if ui else ""
         return (f":rocket: *{slack_escape(job.name)}* is queued on `{slack_escape(name)}` as "

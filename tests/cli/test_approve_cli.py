@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from revive.cli import app
-from revive.cli.runs import whoami
+from revive.cli.common import whoami
 from revive.store import db, service
 from revive.store.models import TriggerSource
 

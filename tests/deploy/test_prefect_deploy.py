@@ -138,7 +138,7 @@ def test_a_run_started_from_slack_becomes_a_run_of_the_dc_deployment(
 
     runner = BackgroundRunner(settings, Access(settings, engine),
                               httpx.Client(transport=httpx.MockTransport(slack)))
-    params = FailoverParams(target_dc="dc2", triggered_by="ana (U1)", trigger="slack")
+    params = FailoverParams(target_dc="dc2")
     caller = Caller("U1", "ana", "C1", "https://hooks.slack.test/r", request_id="TRIG1")
     job = Job("run", "failover", params, caller, ("failover", "dc2"), failover)
     with temporary_settings({PREFECT_API_URL: deployed}):
@@ -152,7 +152,8 @@ def test_a_run_started_from_slack_becomes_a_run_of_the_dc_deployment(
     response.raise_for_status()
     (run,) = response.json()
     assert run["state"]["type"] == "SCHEDULED"  # queued for dc2's workers, not waited for
-    assert run["parameters"]["params"]["triggered_by"] == "ana (U1)"
+    assert {"revive-trigger:slack", "revive-by:ana (U1)"} <= set(run["tags"])
+    assert "triggered_by" not in run["parameters"]["params"]
     assert run["parameters"]["params"]["target_dc"] == "dc2"
     assert "queued on `failover/failover-from-dc2`" in posted[0]
     assert "queued on `failover/failover-from-dc2`" in posted[1] and run["id"] in posted[1]

@@ -207,7 +207,7 @@ def test_a_run_completes_through_the_load_balancer_after_an_api_replica_is_kille
         holder = http.post("/clock/join").json()["participant"]  # virtual time stops here
         run_id = _start_run(config, deployment, {
             "topology": topology_path, "target_dc": "dc2", "lost_dc": "dc1",
-            "sim_url": sim_url, "run_from_dc": "dc2", "triggered_by": "test"})
+            "sim_url": sim_url, "run_from_dc": "dc2"})
         pickup = wait_state(config.api_url, run_id, {"PENDING", "RUNNING"}, PICKUP_LIMIT_S)
         print(f"worker picked the run up {pickup:.2f} s after it was created (goal: 2 s)")
         wait_state(config.api_url, run_id, {"RUNNING"}, RUN_TIMEOUT_S)

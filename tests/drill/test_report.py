@@ -16,17 +16,15 @@ import pytest
 from pydantic import ValidationError
 
 from revive.drill.charts import downsample, fmt_clock, line_chart, rto_bars, timeline
-from revive.drill.report import (
+from revive.drill.models import (
     WALL_CLOCK_FIELDS,
     DrillReport,
     FindingRow,
     RampPoint,
     StepResult,
     TierResult,
-    render_html,
-    to_json,
-    write_report,
 )
+from revive.drill.report import render_html, to_json, write_report
 
 NASTY = "replica of db-main has <b>& no standby in dc2"
 FAULT_AT = 120.0

@@ -8,12 +8,12 @@ import json
 import pytest
 
 from flows.drill import DrillParams, drill
-from revive.drill.report import DrillReport
+from revive.drill.models import DrillReport
 from revive.planning.shares import default_weights
 from revive.topology import load
 from tests.factories import REPO
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = pytest.mark.usefixtures("prefect_harness", "store_url")
 
 
 def run(tmp_path, name: str, **params) -> DrillReport:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 import flows.approval
 from flows.approval import ApprovalRefused, approval_gate, gate_environment, rehearsal
+from revive.runs.origin import Origin
 from revive.store import db, service
 from revive.store.models import GateDecision, TriggerSource
 from revive.topology import Environment
@@ -58,7 +59,8 @@ class FakeContext:
 
     def __post_init__(self) -> None:
         self.tools = SimpleNamespace(simulated=self.simulated)
-        self.params = SimpleNamespace(triggered_by="mallory (UOPERATOR)", topology="staging")
+        self.params = SimpleNamespace(topology="staging")
+        self.origin = Origin(trigger=TriggerSource.SLACK, by="mallory (UOPERATOR)")
 
     def is_done(self, key: str) -> bool:
         return False

@@ -1,0 +1,53 @@
+"""Runbook parameters as a form: decision order, the advanced group, the DCs as choices."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from flows.failover import FailoverParams
+from flows.restart_service_groups import RestartParams
+from revive.runs.form import ADVANCED, lift, with_choices
+
+
+def _order(schema: dict) -> list[str]:
+    props = schema["properties"]
+    return sorted(props, key=lambda name: props[name]["position"])
+
+
+def test_failover_reads_in_the_order_a_person_decides() -> None:
+    schema = FailoverParams.model_json_schema()
+    order = _order(schema)
+    assert order[:4] == ["lost_dc", "target_dcs", "target_dc", "dry_run"]
+    assert order[-1] == ADVANCED
+    group = schema["properties"][ADVANCED]["properties"]
+    assert {"policy", "retry_policy", "max_parallel", "share", "approval_timeout_s"} <= set(group)
+    assert not {"trigger", "triggered_by"} & set(schema["properties"])
+    assert "additionalProperties" not in schema  # flat keys (CLI, Slack) stay valid
+
+
+def test_the_advanced_group_and_flat_keys_mean_the_same() -> None:
+    grouped = FailoverParams.model_validate({"lost_dc": "dc1", ADVANCED: {"max_parallel": 3}})
+    flat = FailoverParams.model_validate({"lost_dc": "dc1", "max_parallel": 3})
+    assert grouped == flat and grouped.max_parallel == 3
+    default = FailoverParams.model_fields["max_parallel"].default
+    assert FailoverParams.model_validate({ADVANCED: None}).max_parallel == default
+    with pytest.raises(ValidationError, match="given twice"):
+        FailoverParams.model_validate({"max_parallel": 2, ADVANCED: {"max_parallel": 3}})
+    with pytest.raises(ValidationError, match="mapping"):
+        RestartParams.model_validate({ADVANCED: "max_parallel=3"})
+    with pytest.raises(ValidationError, match="max_parallel"):
+        RestartParams.model_validate({ADVANCED: {"max_parallel": 0}})
+    assert lift([1, 2]) == [1, 2]
+
+
+def test_dc_fields_become_choices() -> None:
+    schema = FailoverParams.model_json_schema()
+    with_choices(schema, ["ams", "fra", "lhr"])
+    props = schema["properties"]
+    lost = next(b for b in props["lost_dc"]["anyOf"] if b.get("type") == "string")
+    assert lost["enum"] == ["ams", "fra", "lhr"]
+    targets = next(b for b in props["target_dcs"]["anyOf"] if b.get("type") == "array")
+    assert targets["items"]["enum"] == ["ams", "fra", "lhr"]
+    run_from = props[ADVANCED]["properties"]["run_from_dc"]
+    assert any(b.get("enum") == ["ams", "fra", "lhr"] for b in run_from["anyOf"])
