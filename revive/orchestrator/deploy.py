@@ -121,9 +121,8 @@ async def apply(deploy: DeployPlan, client: PrefectClient) -> list[str]:
     from prefect.exceptions import ObjectNotFound
 
     from revive.orchestrator.automations import ensure_zombie_automation
-    from revive.orchestrator.stack_prefect import ensure_pools_with
 
-    lines = [f"work pool {p}: created" for p in await ensure_pools_with(client, deploy.pools)]
+    lines = [f"work pool {p}: created" for p in await ensure_pools(client, deploy.pools)]
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": deploy.home}}]
     schemas: dict[str, dict[str, Any]] = {}
     for spec in deploy.deployments:
@@ -155,6 +154,31 @@ async def apply(deploy: DeployPlan, client: PrefectClient) -> list[str]:
     await ensure_zombie_automation(client)
     lines.append("automation: zombie flow runs are marked Crashed")
     return lines
+
+
+async def ensure_pools(client: PrefectClient, pools: list[str]) -> list[str]:
+    """Create the process work pools that are missing; returns those it created."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    created = []
+    for pool in pools:
+        try:
+            await client.read_work_pool(pool)
+            continue
+        except ObjectNotFound:
+            pass
+        try:
+            await client.create_work_pool(WorkPoolCreate(
+                name=pool, type="process",
+                description=f"revive: runbooks executed from DC {pool}",
+                base_job_template=ProcessWorker.get_default_base_job_template(),
+            ))
+            created.append(pool)
+        except ObjectAlreadyExists:  # made meanwhile: what we wanted
+            pass
+    return created
 
 
 def prefect_yaml(deploy: DeployPlan) -> str:

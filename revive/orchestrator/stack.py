@@ -21,7 +21,6 @@ process behind even after supervisord itself was killed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -43,7 +42,7 @@ from revive.orchestrator.stack_config import (
     program_name,
     supervisord_text,
 )
-from revive.orchestrator.stack_prefect import ensure_pools, prepare, workers_online
+from revive.orchestrator.stack_prefect import workers_online
 
 __all__ = ["StackError", "StackStatus", "down", "load_state", "status", "up"]
 
@@ -280,17 +279,11 @@ def _wait(deadline: float, what: str, ready: Callable[[], bool], config: StackCo
 
 
 def _deploy(config: StackConfig, echo: Echo) -> None:
-    """Pools (and deployments) through ``revive deploy`` when it exists, else the pools."""
-    revive = config.bin("revive")
-    if _run(config, [revive, "deploy", "--help"], "deploy-help.log", 60.0) == 0:
-        echo("revive deploy: work pools and deployments of the topology")
-        if _run(config, [revive, "deploy"], "deploy.log", 300.0) != 0:
-            raise StackError(f"revive deploy failed: {_tail(config, 'deploy.log')}")
-    else:
-        created = asyncio.run(ensure_pools(config.api_url, config.pools))
-        if created:
-            echo(f"created work pools {', '.join(created)}")
-    asyncio.run(prepare(config.api_url))
+    """Pools, deployments and the zombie automation, as an operator makes them:
+    ``revive deploy`` of the stack's topology (its environment names it)."""
+    echo("revive deploy: work pools and deployments of the topology")
+    if _run(config, [config.bin("revive"), "deploy"], "deploy.log", 300.0) != 0:
+        raise StackError(f"revive deploy failed: {_tail(config, 'deploy.log')}")
 
 
 def _tail(config: StackConfig, log: str, lines: int = 3) -> str:

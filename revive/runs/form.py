@@ -71,7 +71,8 @@ def lift(data: Any) -> Any:
 
 
 def with_choices(schema: dict[str, Any], dcs: Sequence[str],
-                 fields: Sequence[str] = ("lost_dc", "target_dc", "run_from_dc")) -> None:
+                 fields: Sequence[str] = ("lost_dc", "target_dc", "run_from_dc",
+                                          "source_dc")) -> None:
     """DC fields of a model's schema offered as choices from the topology (in place)."""
     props = schema.get("properties", {})
     group = props.get(ADVANCED, {}).get("properties", {})
