@@ -17,8 +17,8 @@ from collections.abc import Mapping
 
 from slack_sdk import WebClient
 
+from revive.chat.client import ENV_TOKEN, QuietSdkFilter, slack_api_url
 from revive.chat.retry import describe_error, retry_handlers
-from revive.chat.sink import ENV_TOKEN, QuietSdkFilter, slack_api_url
 
 __all__ = ["DirectMessages", "direct_from_env"]
 

@@ -31,8 +31,8 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from revive.chat.client import DEFAULT_SLACK_API_URL, ENV_TOKEN, QuietSdkFilter, slack_api_url
 from revive.chat.retry import describe_error, retry_after, retry_handlers
-from revive.chat.sink import DEFAULT_SLACK_API_URL, ENV_TOKEN, QuietSdkFilter, slack_api_url
 
 __all__ = ["GroupsOf", "SlackUserGroups", "groups_from_env", "no_groups"]
 

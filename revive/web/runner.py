@@ -207,7 +207,7 @@ class BackgroundRunner:
 
     def post_to_channel(self, channel: str, reply: Reply) -> bool:
         """``reply`` as a bot message in ``channel``; logged, never raised, when it cannot be."""
-        from revive.chat.sink import ENV_TOKEN, web_client_from_env
+        from revive.chat.client import ENV_TOKEN, web_client_from_env
 
         if not os.environ.get(ENV_TOKEN, "").strip() or not channel:
             log.warning("cannot post to Slack (no bot token or channel): %s",

@@ -126,7 +126,7 @@ def startup_warnings(settings: WebSettings, env: Mapping[str, str] = os.environ,
     every user refused (even ``/revive help``), progress that never reaches a channel, a
     board anyone on the network can read. Saying so at start is cheaper than finding out
     during an incident."""
-    from revive.chat.sink import ENV_CHANNEL, ENV_TOKEN
+    from revive.chat.client import ENV_CHANNEL, ENV_TOKEN
 
     warnings = []
     if not settings.slack_enabled:

@@ -46,9 +46,9 @@ from slack_sdk.socket_mode import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
+from revive.chat.client import DEFAULT_SLACK_API_URL
+from revive.chat.client import web_client_from_env as bot_client_from_env
 from revive.chat.retry import retry_handlers
-from revive.chat.sink import DEFAULT_SLACK_API_URL
-from revive.chat.sink import web_client_from_env as bot_client_from_env
 from revive.web.dispatch import MalformedRequest, SlackApp
 from revive.web.replies import Reply
 

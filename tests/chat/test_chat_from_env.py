@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from revive.chat import ConsoleSink, SlackSink, chat_from_env
-from revive.chat.sink import DEFAULT_SLACK_API_URL
+from revive.chat.client import DEFAULT_SLACK_API_URL
 from tests.chat.cards import TOKEN, card, message_text
 from tests.chat.fake_slack import FakeSlack
 

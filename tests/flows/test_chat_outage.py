@@ -18,7 +18,9 @@ import pytest
 
 import flows.context
 from flows.failover import FailoverParams, failover
-from revive.chat.sink import LOGGER_NAME, ChatSink, SlackSink, chat_from_env
+from revive.chat.console import LOGGER_NAME
+from revive.chat.sink import ChatSink, chat_from_env
+from revive.chat.slack_sink import SlackSink
 from revive.store import db, service
 from revive.store.models import RunOutcome
 from tests.chat.cards import TOKEN

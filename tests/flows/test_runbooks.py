@@ -139,7 +139,7 @@ def test_a_second_trigger_gets_the_active_run(tmp_path, serve):
 
 
 def test_an_abort_stops_between_steps_and_holds_traffic(tmp_path, serve):
-    from revive.chat.sink import ConsoleSink
+    from revive.chat.console import ConsoleSink
 
     class AbortOnStart(ConsoleSink):
         async def start(self, card):

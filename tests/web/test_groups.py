@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from revive.chat.sink import DEFAULT_SLACK_API_URL
+from revive.chat.client import DEFAULT_SLACK_API_URL
 from revive.web.groups import SlackUserGroups, groups_from_env, no_groups
 from tests.chat.cards import TOKEN
 from tests.chat.fake_slack import FakeSlack, running
