@@ -84,8 +84,12 @@ class GraphRun:
                 if self.mover.result == "stalled" or self.now - t0 > self.max_ramp_s:
                     break
             await ctx.tick()
-        # Every class is in: features come back, one at a time, while there is room.
-        while (self.mover.ramps and not self.mover.done and self.mover.result != "stalled"
+        # Every class is in: features come back, one at a time, while there is room (also
+        # when no class had users to move, as in a run resumed after its last move).
+        if not self.mover.ramps:
+            await self.mover.prepare()
+        while ((self.mover.ramps or (self.mover.features and not self.mover.to_move))
+               and not self.mover.done and self.mover.result != "stalled"
                and self.now - t0 <= self.max_ramp_s):
             ctx.check_abort()
             self.now = await wait(clock, for_s=self.scrape_interval_s)

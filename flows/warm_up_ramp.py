@@ -72,6 +72,7 @@ class TrafficMover:
         self.holds: dict[str, int] = {}
         """Rounds a class could have moved and held, by the controller's reason."""
         self._prepared = False
+        self._settled: list[ClassRamp] | None = None
 
     async def push_retry_policy(self) -> None:
         """Clients retry within a budget before any user moves (no self-inflicted DDoS)."""
@@ -175,16 +176,18 @@ class TrafficMover:
     async def step(self, now: float) -> None:
         """One scrape round: samples for every active lane, then the round's moves."""
         ctx, tools = self.ctx, self.ctx.tools
-        lanes = [(r.name, lane.dc) for r in self.ramps.values() for lane in r.lanes]
+        judged = list(self.ramps.values()) or self.settled_classes()
+        lanes = [(r.name, lane.dc) for r in judged for lane in r.lanes]
         samples = (await scrape_class_metrics(tools.metrics, lanes, self._idle(lanes))
                    if lanes else {})
         # No data for a lane: its class holds this round (and what is less important waits
         # behind it); its old samples must not stand in for new ones.
-        blind = [r for r in self.ramps.values()
-                 if any((r.name, lane.dc) not in samples for lane in r.lanes)]
-        active = [r for r in self.ramps.values() if r not in blind]
+        blind = [r for r in judged if any((r.name, lane.dc) not in samples for lane in r.lanes)]
+        active = [r for r in judged if r not in blind]
         for ramp in active:
             for lane in ramp.lanes:
+                if not lane.samples and ramp.name not in self.ramps:
+                    lane.baseline_error = samples[ramp.name, lane.dc].error_rate
                 lane.samples.append(samples[ramp.name, lane.dc])
         all_started = all(c in self.ramps for c in self.to_move)
         known = ctx.topology.traffic_classes
@@ -218,6 +221,25 @@ class TrafficMover:
             self.result = "full"
         ctx.run.progress.set(current="ramp " + ", ".join(
             f"{r.name} {r.moved:.0%}" for r in self.ramps.values()))
+
+    def settled_classes(self) -> list[ClassRamp]:
+        """With features off and no class to move (every user was already out of the lost
+        DC, or a resumed run finds its last move made), the classes the targets serve,
+        as finished ramps: their lanes are where the database's room for each feature is
+        judged, so features come back as after a ramp. Their baseline error is the first
+        sample's: the state the features come back into."""
+        if not self.features or self.to_move:
+            return []
+        if self._settled is None:
+            known = self.ctx.topology.traffic_classes
+            self._settled = []
+            for name, weights in self.before.items():
+                if name in known and any(weights.get(dc, 0.0) > 0 for dc in self.targets):
+                    ramp = ClassRamp.start(name, known[name].priority, self.lost, self.targets,
+                                           weights, known[name].load_share)
+                    ramp.moved = 1.0
+                    self._settled.append(ramp)
+        return self._settled
 
     def _idle(self, lanes: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Lanes the class sends no users to now: nothing of the class to measure there."""

@@ -108,6 +108,38 @@ def test_the_ramp_pushes_the_retry_policy_first_and_reaches_full_traffic(tmp_pat
     assert result["classes"] == {"tier0": 1.0, "tier1": 1.0, "tier3": 1.0}
 
 
+def test_features_come_back_when_no_user_is_left_to_move(tmp_path, serve):
+    """Every class already out of the lost DC (a ramp run again after its last move) with a
+    feature still off: the ramp switches it back on, judged on the targets' databases, and
+    reports full traffic only then."""
+    topology, path = write(tmp_path, small())
+    sim, url = serve(topology)
+    sim.estate.power_loss("dc1")
+    sim.estate.provision("api", "dc2", 6)
+    for name in sim.estate.class_weights:
+        sim.estate.set_class_weights(name, {"dc1": 0.0, "dc2": 1.0})
+    sim.estate.set_flag("api", "previews", False)
+    result = asyncio.run(warm_up_ramp(RampParams(topology=path, target_dc="dc2", sim_url=url)))
+    assert sim.estate.flag("api", "previews")
+    assert result["result"] == "full"
+
+
+def test_a_failover_with_nobody_left_to_move_switches_features_back_on(tmp_path, serve):
+    """The failover switches features off first; when no class has users left in the lost
+    DC, no ramp runs, and the features must still come back."""
+    topology, path = write(tmp_path, small(environment="drill"))
+    sim, url = serve(topology)
+    sim.estate.power_loss("dc1")
+    for name in sim.estate.class_weights:
+        sim.estate.set_class_weights(name, {"dc1": 0.0, "dc2": 1.0})
+    assert sim.estate.flag("api", "previews")
+    asyncio.run(failover(FailoverParams(topology=path, target_dc="dc2", lost_dc="dc1",
+                                        sim_url=url)))
+    kinds = [entry.kind for entry in sim.estate.log]
+    assert "set_flag" in kinds  # it was switched off for the emergency ...
+    assert sim.estate.flag("api", "previews")  # ... and back on
+
+
 def test_failover_recovers_a_lost_dc_end_to_end(tmp_path, serve):
     topology, path = write(tmp_path, small(environment="drill"))
     sim, url = serve(topology)
