@@ -46,7 +46,7 @@ from revive.approval_codes import CodeBook, Holder, approvers_from_env, code_mes
 from revive.chat.direct import direct_from_env
 from revive.chat.models import ApprovalPrompt, RunStatus
 from revive.errors import PermanentOpsError, ReviveError
-from revive.runs.approvals import refusal
+from revive.runs.approvals import local_run, refusal
 from revive.store import db, service
 from revive.store.models import AuditSource, GateDecision
 from revive.topology import DEFAULT_PATH, Environment, load
@@ -156,7 +156,8 @@ async def _wait_for_person(ctx: RunContext, gate: str, question: str, timeout_s:
     earlier = _stored(ctx, gate)  # decided before a crash: do not ask again
     if earlier is not None:
         return earlier
-    prompt = ApprovalPrompt(gate=gate, question=question, timeout_s=timeout_s)
+    prompt = ApprovalPrompt(gate=gate, question=question, timeout_s=timeout_s,
+                            buttons=not local_run())
     await ctx.chat.update(ctx.card(RunStatus.WAITING_APPROVAL).model_copy(
         update={"approval": prompt}))
     codes, how = await _send_codes(ctx, gate, question, environment)
@@ -230,8 +231,12 @@ async def _send_codes(ctx: RunContext, gate: str, question: str,
     """Each approver's one-time code, sent by Slack direct message; and how to answer."""
     codes = CodeBook()
     run_id = ctx.run.run_id
-    cli = f"`revive approve {run_id}` (as an OS user with the approver role: os:<user> in " \
-          "REVIVE_ROLES)"
+    cli = f"`revive approve {run_id} --gate {gate}` (as an OS user with the approver role: " \
+          "os:<user> in REVIVE_ROLES)"
+    if local_run():
+        return codes, (f"A break-glass (--local) run: approve from the terminal with {cli}, "
+                       f"with REVIVE_DATABASE_URL naming the run's store. This form can only "
+                       f"reject.")
     direct = direct_from_env()
     if direct is None:
         return codes, (f"Slack is not configured, so no approval codes were sent: approve "

@@ -64,12 +64,14 @@ class RunbookParams(FormModel):
     """Parameters every runbook takes (the Prefect UI renders them as a form)."""
 
     topology: str = Field(str(DEFAULT_PATH), min_length=1, description="Topology file.")
-    target_dc: str | None = Field(None, min_length=1, description="The DC this runbook acts on.")
+    target_dc: str | None = Field(None, min_length=1, title="Target DC",
+                                     description="The DC this runbook acts on.")
     sim_url: str | None = Field(
         None, description=f"Simulator to act on (drills); default ${SIM_URL_ENV}."
     )
     run_from_dc: str | None = Field(
-        None, description="The DC this run executes from; its tool replicas are tried first."
+        None, title="Run from DC",
+        description="The DC this run executes from; its tool replicas are tried first."
     )
     dry_run: bool = Field(False, description="Show the plan and change nothing.")
     resume: str | None = Field(None, description="Continue this run id, skipping done steps.")

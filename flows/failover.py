@@ -45,10 +45,12 @@ PlanLine = CapacityLine | FailoverLine
 
 class FailoverParams(RunbookParams):
     lost_dc: str | None = Field(
-        None, description="The DC that was lost (may be left out in a two-DC estate)."
+        None, title="Lost DC",
+        description="The DC that was lost (may be left out in a two-DC estate)."
     )
     target_dcs: list[str] | None = Field(
-        None, description="DCs to recover into (default: every other DC; target_dc: that one)."
+        None, title="Target DCs",
+        description="DCs to recover into (default: every other DC; target_dc: that one)."
     )
     share: float | None = Field(None, gt=0, le=10, description="Capacity share to provision.")
     max_parallel: int = Field(DEFAULT_MAX_PARALLEL, ge=1, le=64, description="Restart cap.")

@@ -59,6 +59,9 @@ class ApprovalPrompt(BaseModel):
     gate: str
     question: str
     timeout_s: float | None = None
+    buttons: bool = True
+    """False for a break-glass (``--local``) run: its decisions are in a store Slack's
+    buttons cannot reach, so the message says how to approve from the terminal instead."""
 
 
 class RunCard(BaseModel):

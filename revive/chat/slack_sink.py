@@ -418,7 +418,7 @@ class SlackSink:
         """The living message; with Approve / Reject buttons while it waits at a gate."""
         summary = truncate(render_card_line(card, slack=True), MAX_TEXT_CHARS)
         mrkdwn = render_card(card, slack=True)
-        if card.approval is None or card.final:
+        if card.approval is None or card.final or not card.approval.buttons:
             return {"text": summary, "blocks": text_to_blocks(mrkdwn)}
         blocks = text_to_blocks(mrkdwn, max_blocks=MAX_BLOCKS - 1)
         return {"text": summary,

@@ -14,6 +14,7 @@ from revive.cli import (
     drills,
     lab,
     plan,
+    records,
     runs,
     serve,
     sim,
@@ -45,6 +46,7 @@ app.add_typer(slack.app, name="slack")
 app.add_typer(lab.app, name="lab")
 app.add_typer(docs.app, name="docs")
 app.add_typer(stack.app, name="stack")
+app.add_typer(records.app, name="runs")
 
 
 #: Seconds a command waits for the temporary Prefect server it starts when no

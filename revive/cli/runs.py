@@ -6,6 +6,7 @@ of the CLI (and ``revive`` as a library) starts without Prefect.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -68,13 +69,40 @@ def run(
         str | None, typer.Option("--resume", help="Continue this run, skipping done steps.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (dry runs).")] = False,
+    local: Annotated[bool, typer.Option(
+        "--local", help="Break glass: no Prefect server (PREFECT_API_URL is ignored), records "
+        "in the local store, gates answered with `revive approve`.")] = False,
 ) -> None:
     """Run a runbook now, in this process, with live progress.
 
     ``failover --dry-run`` changes nothing anywhere: it rehearses the recovery graph in
     virtual time on the simulator of the same topology and prints each step, what it waits
-    for, its predicted start and end, and the predicted RTO of each tier."""
+    for, its predicted start and end, and the predicted RTO of each tier. Other dry runs
+    ask no tool for anything they cannot do without: when none answers, they plan from
+    the topology alone and say so.
+
+    ``--local`` is for when the Prefect server or the central store is down: the same flow
+    runs here on a temporary Prefect server of this process, revive records it in a local
+    SQLite file, and `revive runs export` / `revive runs import` carry the records to the
+    central store afterwards."""
     quiet_prefect()
+    with contextlib.ExitStack() as stack:
+        store = None
+        if local:
+            from revive.cli.live import local_mode
+
+            store = stack.enter_context(local_mode())
+            err.print(f"local run: no Prefect server needed (PREFECT_API_URL ignored); "
+                      f"recording in {db.mask_url(store)}; carry the records to the central "
+                      "store later with `revive runs export` and `revive runs import`",
+                      markup=False, soft_wrap=True)
+        _run(runbook, assignments, dry_run=dry_run, resume=resume, as_json=as_json,
+             local_store=store)
+
+
+def _run(runbook: str, assignments: list[str] | None, *, dry_run: bool, resume: str | None,
+         as_json: bool, local_store: str | None) -> None:
+    topology = None
     with user_errors():
         flow, params_model = load_runbook(runbook)
         values = parse_assignments(assignments or [], params_model)
@@ -98,15 +126,34 @@ def run(
         return
     with store_errors():  # unreachable: one line before anything starts, not mid-run
         db.upgrade()
-    _report(runbook, _execute(runbook, flow, params))
+    if dry_run and topology is not None:
+        _say_if_no_tool_answers(params, topology)
+    _report(runbook, _execute(runbook, flow, params, local_store=local_store))
 
 
-def _execute(title: str, flow: Any, params: Any) -> Any:
+#: What a dry run says when none of its tools answered.
+NO_TOOL_ANSWERED = "no tool answered: planned from the topology alone"
+
+
+def _say_if_no_tool_answers(params: Any, topology: Any) -> None:
+    """A dry run needs no tool: when none answers (a dead estate, a break-glass laptop),
+    it plans from the topology alone, and the operator is told the plan knows no more."""
+    import asyncio
+
+    from revive.cli.live import tools_answering
+    from revive.ops.toolbox import SIM_URL_ENV
+
+    sim_url = params.sim_url or os.environ.get(SIM_URL_ENV) or None
+    if asyncio.run(tools_answering(topology, sim_url=sim_url)) == 0:
+        out.print(NO_TOOL_ANSWERED, markup=False)
+
+
+def _execute(title: str, flow: Any, params: Any, *, local_store: str | None = None) -> Any:
     """``live.execute``, with Prefect failing to start the run at all told in one line."""
     from revive.cli.live import execute
 
     try:
-        return execute(title, flow, params)
+        return execute(title, flow, params, local_store=local_store)
     except Exception as exc:
         fail(f"{title}: not started: {_why(exc)}")
 
@@ -301,6 +348,8 @@ def approve(
     reject: Annotated[bool, typer.Option("--reject", help="Reject: the run stops safely "
                                          "before the gated step.")] = False,
     reason: Annotated[str, typer.Option("--reason", help="Why, for the record.")] = "",
+    gate: Annotated[str | None, typer.Option(
+        "--gate", help="The gate you mean; refused if the run waits at another one.")] = None,
 ) -> None:
     """Approve (or --reject) the gate a run waits at, as this operating-system user
     (os:USER in REVIVE_ROLES). The same rule as Slack: an approver who did not start the run
@@ -312,7 +361,7 @@ def approve(
         db.upgrade(engine)
         with user_errors():
             said = decide_from_cli(engine, run_id, approve=not reject, user=whoami(),
-                                   reason=reason)
+                                   reason=reason, gate=gate)
     out.print(said, markup=False)
 
 

@@ -18,6 +18,8 @@ waiting flow takes it from there, so the CLI needs no way into the run's Prefect
 
 from __future__ import annotations
 
+import os
+import shlex
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,8 +30,8 @@ from revive.store import db, service
 from revive.store.models import AuditSource, RunOutcome, StepState
 from revive.web.settings import Role, WebSettings, role_of
 
-__all__ = ["OS_PREFIX", "DecisionRefused", "decide_from_cli", "open_gate", "os_identity",
-           "os_user_started", "refusal", "roles_settings"]
+__all__ = ["OS_PREFIX", "DecisionRefused", "decide_from_cli", "how_to_approve", "open_gate",
+           "os_identity", "os_user_started", "refusal", "roles_settings"]
 
 #: How an operating-system user is named in ``REVIVE_ROLES`` and in the record.
 OS_PREFIX = "os:"
@@ -40,6 +42,15 @@ STRICTEST_ENVIRONMENT = "production"
 
 class DecisionRefused(InputError):
     """The rule refused the decision: nothing was recorded, the gate keeps waiting."""
+
+
+#: Set (to 1) by ``revive run --local`` for the runs of its process: a break-glass run.
+LOCAL_RUN_ENV = "REVIVE_LOCAL_RUN"
+
+
+def local_run() -> bool:
+    """A break-glass run: its gates are decided from the terminal, in its own store."""
+    return os.environ.get(LOCAL_RUN_ENV) == "1"
 
 
 def refusal(*, approve: bool, role: Role, environment: str, started: bool) -> str | None:
@@ -89,11 +100,29 @@ def open_gate(engine: Engine, run_id: str) -> tuple[str, str] | None:
     return None
 
 
+def how_to_approve(run_id: str, gate: str, *, store: str | None = None,
+                   slack_channel: str | None = None, ui_link: str | None = None) -> list[str]:
+    """What a person waiting beside a run at ``gate`` is told, one way per line: the CLI
+    always; the Slack message and the Prefect UI when the run has them. ``store`` is said
+    when the approver must name it (a local run's own file, which another terminal does
+    not open by default)."""
+    env = f"{db.DATABASE_URL_ENV}={shlex.quote(db.mask_url(store))} " if store else ""
+    lines = [f"approve: {env}revive approve {run_id} --gate {gate}"]
+    if slack_channel:
+        lines.append(f"or in Slack: the approval message in {slack_channel}")
+    if ui_link:
+        lines.append(f"or in the Prefect UI: {ui_link}")
+    return lines
+
+
 def decide_from_cli(engine: Engine, run_ref: str, *, approve: bool, user: str,
-                    reason: str = "", settings: WebSettings | None = None) -> str:
+                    reason: str = "", gate: str | None = None,
+                    settings: WebSettings | None = None) -> str:
     """Record the operating-system user's decision at the gate ``run_ref`` waits at; the
-    flow picks it up within seconds. Returns what to tell them; raises ``InputError``
-    (``DecisionRefused`` when the rule says no) with nothing recorded but the audit row."""
+    flow picks it up within seconds. ``gate``, when given, must be that gate: a decision
+    meant for one gate never lands on the next. Returns what to tell them; raises
+    ``InputError`` (``DecisionRefused`` when the rule says no) with nothing recorded but the
+    audit row."""
     identity = os_identity(user)
     verb = "approve" if approve else "reject"
     with db.session(engine) as s:
@@ -114,7 +143,13 @@ def decide_from_cli(engine: Engine, run_ref: str, *, approve: bool, user: str,
         why = f"run {run.id} is not waiting at an approval gate"
         _audit(engine, identity, verb, target, "invalid", run.id, {"reason": why})
         raise InputError(why)
-    gate, environment = gate_env
+    waiting, environment = gate_env
+    if gate is not None and gate != waiting:
+        why = f"run {run.id} waits at gate {waiting}, not {gate}"
+        _audit(engine, identity, verb, target, "invalid", run.id,
+               {"gate": gate, "reason": why})
+        raise InputError(why)
+    gate = waiting
     settings = settings if settings is not None else roles_settings()
     role = role_of(identity, (), environment, settings=settings)
     why = refusal(approve=approve, role=role, environment=environment,

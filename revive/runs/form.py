@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, GetJsonSchemaHandler, model_validator
+from pydantic import BaseModel, ConfigDict, GetJsonSchemaHandler, model_validator
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
@@ -73,35 +73,38 @@ def lift(data: Any) -> Any:
 def with_choices(schema: dict[str, Any], dcs: Sequence[str],
                  fields: Sequence[str] = ("lost_dc", "target_dc", "run_from_dc",
                                           "source_dc")) -> None:
-    """DC fields of a model's schema offered as choices from the topology (in place)."""
+    """DC fields of a model's schema offered as lists of the topology's DCs (in place).
+
+    An optional DC (``str | None``) becomes a plain list: left empty it is not sent, and
+    the model's default (None) applies. Offered as "str or None" instead, the form would
+    open on None and hide the list behind a type switch."""
     props = schema.get("properties", {})
     group = props.get(ADVANCED, {}).get("properties", {})
     for name in fields:
-        prop = props.get(name) or group.get(name)
-        if prop is not None:
-            _enum(prop, list(dcs))
+        for where in (props, group):
+            if name in where:
+                where[name] = _choice(where[name], {"type": "string", "enum": list(dcs)})
     if "target_dcs" in props:
-        for branch in props["target_dcs"].get("anyOf", [props["target_dcs"]]):
-            if branch.get("type") == "array":
-                branch["items"] = {"type": "string", "enum": list(dcs)}
-                branch["uniqueItems"] = True
+        props["target_dcs"] = _choice(props["target_dcs"], {
+            "type": "array", "items": {"type": "string", "enum": list(dcs)},
+            "uniqueItems": True})
 
 
-def _enum(prop: dict[str, Any], dcs: list[str]) -> None:
-    branches = prop.get("anyOf")
-    if branches:
-        for branch in branches:
-            if branch.get("type") == "string":
-                branch.pop("minLength", None)
-                branch["enum"] = dcs
-    else:
-        prop.pop("minLength", None)
-        prop["enum"] = dcs
+def _choice(prop: dict[str, Any], offered: dict[str, Any]) -> dict[str, Any]:
+    """``prop`` as ``offered``, keeping what the form shows about it (title, help,
+    position) and a default only when it is a real value."""
+    kept = {k: prop[k] for k in ("title", "description", "position") if k in prop}
+    if prop.get("default") is not None:
+        kept["default"] = prop["default"]
+    return {**kept, **offered}
 
 
 class FormModel(BaseModel):
     """A runbook's parameters: shaped as a form in their JSON schema, and accepting the
-    form's ``advanced`` group as input."""
+    form's ``advanced`` group as input. An unknown key is an error, never ignored: a
+    misspelt limit, or a ``triggered_by`` claiming to be someone, must not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
 
     @model_validator(mode="before")
     @classmethod

@@ -31,7 +31,7 @@ from revive.web.access import Access
 from revive.web.replies import Job, Reply, run_outcome_text
 from revive.web.settings import WebSettings
 
-__all__ = ["BackgroundRunner", "deployment_name"]
+__all__ = ["BackgroundRunner", "deployment_name", "deployment_parameters", "slack_tags"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,13 @@ RESPONSE_URL_TTL_S = 29 * 60.0
 REHEARSAL_QUIET_S = 0.2
 #: ...but never longer than this: rehearsals yield to answering people, they never starve.
 REHEARSAL_MAX_DEFER_S = 2.0
+
+
+def deployment_parameters(job: Job) -> dict[str, Any]:
+    """The job's parameters for a run of its deployment. Unset choices are left out, not
+    sent as null: the deployment's form offers each DC field as a list of the topology's
+    DCs, which a null would not validate against (Prefect enforces the schema)."""
+    return {"params": job.params.model_dump(mode="json", exclude_none=True)}
 
 
 def slack_tags(job: Job) -> list[str]:
@@ -175,9 +182,8 @@ class BackgroundRunner:
         # No look at Prefect's flow runs for a duplicate here: one active run per (runbook,
         # DC) is the store's rule, applied when the worker's run opens its record; a flow run
         # Prefect still shows running after its worker died must not block a new one.
-        params = job.params.model_dump(mode="json")
         key = f"slack:{job.caller.request_id}" if job.caller.request_id else None
-        flow_run = await run_deployment(name, parameters={"params": params}, timeout=0,
+        flow_run = await run_deployment(name, parameters=deployment_parameters(job), timeout=0,
                                         idempotency_key=key, tags=slack_tags(job))
         ui = os.environ.get("PREFECT_UI_URL")
         link = f" <{ui}/runs/flow-run/{flow_run.id}|open it in Prefect>" if ui else ""

@@ -318,3 +318,26 @@ def test_calls_after_aclose_go_to_the_fallback(
     asyncio.run(run())
     assert fake_slack.calls == []
     assert len(fallback_lines(chat_log)) == 2
+
+
+@pytest.mark.parametrize("buttons", [True, False])
+def test_approval_buttons_only_where_slack_can_decide(fake_slack: FakeSlack,
+                                                      buttons: bool) -> None:
+    """A break-glass (--local) run keeps its decisions in a store Slack cannot reach: its
+    message asks for approval without buttons that would decide nothing."""
+    from revive.chat.models import ApprovalPrompt
+
+    sink = slack_sink(fake_slack, min_update_interval_s=0.05)
+    waiting = card(status="waiting_approval", approval=ApprovalPrompt(
+        gate="traffic", question="move dc1's traffic into dc2?", buttons=buttons))
+
+    async def run() -> None:
+        await sink.start(card())
+        await sink.update(waiting)
+        await updates_received(fake_slack, 1)
+        await sink.aclose()
+
+    asyncio.run(run())
+    (update,) = fake_slack.ok_calls(UPDATE)
+    actions = [b for b in update.get("blocks", []) if b.get("type") == "actions"]
+    assert bool(actions) is buttons

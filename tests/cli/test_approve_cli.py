@@ -96,3 +96,37 @@ def test_an_unknown_run_is_exit_2_with_one_line(engine, monkeypatch) -> None:
     result = runner.invoke(app, ["approve", "nosuchrun"])
     assert result.exit_code == 2
     assert "nosuchrun" in result.stderr and "Traceback" not in result.output
+
+
+def test_gate_names_the_gate_the_run_waits_at(engine, monkeypatch) -> None:
+    roles(monkeypatch, "approver")
+    run_id = waiting_run(engine, started_by="ana")
+    result = runner.invoke(app, ["approve", run_id, "--gate", GATE])
+    assert result.exit_code == 0, result.output
+    assert decision(engine, run_id).decision == "approved"
+
+
+def test_another_gate_is_refused_and_nothing_is_decided(engine, monkeypatch) -> None:
+    roles(monkeypatch, "approver")
+    run_id = waiting_run(engine, started_by="ana")
+    result = runner.invoke(app, ["approve", run_id, "--gate", "patch"])
+    assert result.exit_code == 2, result.output
+    assert f"run {run_id} waits at gate {GATE}, not patch" in result.stderr
+    assert "Traceback" not in result.output
+    assert decision(engine, run_id) is None
+    with db.session(engine) as s:
+        (event,) = service.get_audit_events(s, run_id=run_id)
+    assert (event.outcome, event.detail["gate"]) == ("invalid", "patch")
+
+
+def test_how_to_approve_names_every_way_the_run_has() -> None:
+    from revive.runs.approvals import how_to_approve
+
+    assert how_to_approve("abc", "traffic", slack_channel="#dr",
+                          ui_link="http://ui/runs/flow-run/f1") == [
+        "approve: revive approve abc --gate traffic",
+        "or in Slack: the approval message in #dr",
+        "or in the Prefect UI: http://ui/runs/flow-run/f1"]
+    assert how_to_approve("abc", "traffic", store="sqlite:////tmp/my store/r.db") == [
+        "approve: REVIVE_DATABASE_URL='sqlite:////tmp/my store/r.db' revive approve abc "
+        "--gate traffic"]

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from prefect import tags
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateName
 from prefect.flow_runs import resume_flow_run
@@ -16,6 +17,7 @@ from pydantic import SecretStr
 
 from flows.failover import FailoverParams, failover
 from revive.chat.blocks import APPROVE_ACTION
+from revive.runs.origin import origin_tags
 from revive.store import db, service
 from revive.web.approvals import prefect_resume
 from revive.web.settings import WebSettings
@@ -119,9 +121,10 @@ def _slack_app(store_url: str) -> App:
 def _start(path: str, url: str, timeout_s: int, outcome: dict) -> threading.Thread:
     def run() -> None:
         try:
-            outcome["result"] = asyncio.run(failover(FailoverParams(
-                topology=path, target_dc="dc2", sim_url=url, approval_timeout_s=timeout_s,
-                triggered_by=f"ana ({OPERATOR})")))
+            with tags(*origin_tags("slack", f"ana ({OPERATOR})")):
+                outcome["result"] = asyncio.run(failover(FailoverParams(
+                    topology=path, target_dc="dc2", sim_url=url,
+                    approval_timeout_s=timeout_s)))
         except Exception as exc:
             outcome["error"] = exc
 

@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from prefect import tags
 from prefect.client.orchestration import get_client
 from prefect.flow_runs import resume_flow_run
 from pydantic import SecretStr
@@ -24,6 +25,7 @@ from pydantic import SecretStr
 from flows.failover import FailoverParams, failover
 from revive.errors import StoreError
 from revive.runs.approvals import DecisionRefused, decide_from_cli, refusal
+from revive.runs.origin import origin_tags
 from revive.store import db, service
 from revive.store.models import AuditEvent
 from revive.web.approvals import prefect_resume
@@ -102,9 +104,9 @@ def _stop_waiting_runs(store_url: str) -> Iterator[None]:
 def _start(path: str, url: str, triggered_by: str, outcome: dict) -> threading.Thread:
     def run() -> None:
         try:
-            outcome["result"] = asyncio.run(failover(FailoverParams(
-                topology=path, target_dc="dc2", sim_url=url, approval_timeout_s=150,
-                triggered_by=triggered_by)))
+            with tags(*origin_tags("slack", triggered_by)):
+                outcome["result"] = asyncio.run(failover(FailoverParams(
+                    topology=path, target_dc="dc2", sim_url=url, approval_timeout_s=150)))
         except Exception as exc:  # a rejected run fails; the test inspects why
             outcome["error"] = exc
 

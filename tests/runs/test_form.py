@@ -41,13 +41,18 @@ def test_the_advanced_group_and_flat_keys_mean_the_same() -> None:
     assert lift([1, 2]) == [1, 2]
 
 
-def test_dc_fields_become_choices() -> None:
+def test_dc_fields_become_plain_lists_of_the_topology_dcs() -> None:
+    """Not "str or None" behind a type switch: a list, which left empty is not sent."""
     schema = FailoverParams.model_json_schema()
     with_choices(schema, ["ams", "fra", "lhr"])
     props = schema["properties"]
-    lost = next(b for b in props["lost_dc"]["anyOf"] if b.get("type") == "string")
-    assert lost["enum"] == ["ams", "fra", "lhr"]
-    targets = next(b for b in props["target_dcs"]["anyOf"] if b.get("type") == "array")
-    assert targets["items"]["enum"] == ["ams", "fra", "lhr"]
+    assert props["lost_dc"] == {
+        "title": "Lost DC", "description": props["lost_dc"]["description"], "position": 0,
+        "type": "string", "enum": ["ams", "fra", "lhr"]}
+    assert props["target_dcs"]["items"] == {"type": "string", "enum": ["ams", "fra", "lhr"]}
+    assert props["target_dcs"]["type"] == "array" and "anyOf" not in props["target_dcs"]
     run_from = props[ADVANCED]["properties"]["run_from_dc"]
-    assert any(b.get("enum") == ["ams", "fra", "lhr"] for b in run_from["anyOf"])
+    assert run_from["enum"] == ["ams", "fra", "lhr"] and "default" not in run_from
+    # what the form sends back validates: a choice, or nothing at all
+    assert FailoverParams.model_validate({"lost_dc": "ams"}).lost_dc == "ams"
+    assert FailoverParams.model_validate({}).lost_dc is None

@@ -8,8 +8,6 @@ A screenshot of the board mid-run is saved to ``$REVIVE_TEST_ARTIFACTS/board.png
 
 from __future__ import annotations
 
-import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -29,31 +27,12 @@ from revive.store.models import RunOutcome, StepState, TriggerSource
 from revive.topology import load
 from revive.web.app import create_app
 from revive.web.settings import WebSettings
-from tests.factories import REPO
+from tests.ui.browser import artifact, chromium, local_context, require_browser
 from tests.web.slack import TOPOLOGY
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 #: The page reloads every 10 s; a busy machine may take a few reloads more.
 CHANGE_TIMEOUT_MS = 90_000
-ARTIFACTS = Path(os.environ.get("REVIVE_TEST_ARTIFACTS") or REPO / ".revive" / "test-artifacts")
 STEPS = ("copy:messaging-app@dc2", "restart:msg-front@dc2", "ramp:tier0")
-
-
-def _require_browser() -> Any:
-    """Playwright's sync API, or skip (fail under ``REVIVE_REQUIRE_TOOLS=1``)."""
-    try:
-        from playwright import sync_api
-    except ImportError as exc:
-        missing = f"playwright is not installed ({exc})"
-    else:
-        if CHROMIUM.exists():
-            return sync_api
-        missing = f"{CHROMIUM} is missing (Debian's chromium package)"
-    if os.environ.get("REVIVE_REQUIRE_TOOLS") == "1":
-        pytest.fail(f"{missing}: .ci/run installs it", pytrace=False)
-    pytest.skip(missing)
 
 
 class Serving:
@@ -102,7 +81,7 @@ def _drills(engine: Any) -> None:
 
 
 def test_the_board_shows_a_failover_moving(store: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    sync_api = _require_browser()
+    sync_api = require_browser()
     sim = Simulator(load(TOPOLOGY), seed=1)
     sim.advance(5)
     api = create_app(WebSettings(slack_signing_secret=SecretStr(""), topology=TOPOLOGY,
@@ -114,15 +93,11 @@ def test_the_board_shows_a_failover_moving(store: str, monkeypatch: pytest.Monke
                                  trigger=TriggerSource.SLACK, triggered_by="ana",
                                  target_dc="dc2")
         service.start_step(s, run_id=run.id, step_key=STEPS[0], action="copy")
-    with SimServer(sim) as sim_server, Serving(api) as board, \
-            sync_api.sync_playwright() as playwright:
+    with SimServer(sim) as sim_server, Serving(api) as board, chromium(sync_api) as browser:
         monkeypatch.setenv("REVIVE_SIM_URL", sim_server.url)
         sim.estate.set_class_weights("tier0", {"dc1": 0.2, "dc2": 0.8})  # users moving
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900},
-                                      java_script_enabled=False)  # the basics need none
-        context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/]).*"), lambda r: r.abort())
+        context = local_context(browser, viewport={"width": 1280, "height": 900},
+                                java_script_enabled=False)  # the basics need none
         try:
             page = context.new_page()
             page.goto(board.url)
@@ -146,8 +121,7 @@ def test_the_board_shows_a_failover_moving(store: str, monkeypatch: pytest.Monke
                                                                  timeout=CHANGE_TIMEOUT_MS)
             expect(run_box.locator("progress")).to_have_attribute("value", "2")
             expect(page.locator('tr[data-tier="tier0"] svg.trend')).to_have_count(1)
-            ARTIFACTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
+            page.screenshot(path=str(artifact("board.png")), full_page=True)
 
             with db.session(engine) as s:  # the run ends: off the running list
                 service.finish_step(s, run_id=run.id, step_key=STEPS[2], state=StepState.DONE)
@@ -156,6 +130,5 @@ def test_the_board_shows_a_failover_moving(store: str, monkeypatch: pytest.Monke
             expect(page.locator("#runs + p")).to_have_text("none running.")
         finally:
             context.close()
-            browser.close()
             engine.dispose()
-    assert (ARTIFACTS / "board.png").stat().st_size > 10_000
+    assert artifact("board.png").stat().st_size > 10_000

@@ -31,10 +31,8 @@ from tests.chat.fake_slack import FakeSlack
 from tests.factories import REPO
 from tests.flows.estates import small, write
 from tests.prefect_server import prefect_server, tail
+from tests.ui.browser import chromium, local_context, require_browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 PAUSE_TIMEOUT_S = 120.0
 RUN_TIMEOUT_S = 180.0
 APPROVER = "UCAROL"
@@ -49,14 +47,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    assert CHROMIUM.exists(), "Chromium is missing: .ci/run installs Debian's chromium"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=CHROMIUM_ARGS)
+    with chromium(require_browser()) as browser:
         yield browser
-        browser.close()
 
 
 def _paused_run(api: str, process: subprocess.Popen[bytes], log: Path) -> str:
@@ -86,9 +78,7 @@ def _code(fake: FakeSlack, user: str) -> str:
 
 def _answer_in_the_ui(browser: Any, ui: str, flow_run_id: str, *, approve: bool,
                       code: str, approver: str, reason: str) -> None:
-    context = browser.new_context()
-    # The UI calls an analytics host even with analytics off; nothing leaves this machine.
-    context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/]).*"), lambda route: route.abort())
+    context = local_context(browser)  # nothing leaves this machine
     try:
         page = context.new_page()
         page.goto(f"{ui}/v2/runs/flow-run/{flow_run_id}")
