@@ -41,16 +41,20 @@ def stop(process: subprocess.Popen[Any]) -> None:
 
 
 @contextmanager
-def prefect_server(home: Path, *, ui: bool = False) -> Iterator[dict[str, str]]:
+def prefect_server(home: Path, *, ui: bool = False,
+                   database: str | None = None) -> Iterator[dict[str, str]]:
     """A running server; yields the environment (``PREFECT_API_URL`` and
-    ``PREFECT_UI_URL`` included) that points the CLI and clients at it."""
+    ``PREFECT_UI_URL`` included) that points the CLI and clients at it. ``database`` is
+    its ``postgresql+asyncpg://`` URL; by default a SQLite file in ``home``, which under
+    load sometimes answers a write 503 (a browser does not retry)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(
         PREFECT_HOME=str(home),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        PREFECT_API_DATABASE_CONNECTION_URL=(
+            database or f"sqlite+aiosqlite:///{home / 'prefect.db'}"),
         PREFECT_SERVER_UI_ENABLED="true" if ui else "false",
         PREFECT_UI_API_URL=f"{base}/api",  # what the UI in a browser calls
         PREFECT_LOGGING_TO_API_ENABLED="false",

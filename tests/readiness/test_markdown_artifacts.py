@@ -50,6 +50,14 @@ CONTEXTS: dict[str, dict[str, Any]] = {
                  steps=[Obj(start_s=0.0, end_s=1.0, tier=0, service=H, group=H)]),
         order=[H]),
     "restart/summary.md.j2": dict(dc=H, up=[H], failed={H: H}, blocked={H: H}),
+    "drill/summary.md.j2": dict(
+        r=Obj(scenario=H, outcome=H, headline=H, lost_dc=H, target_dcs=[H, "dc3"], target=H,
+              seed=1, slow_steps=[Obj(key=H, seconds=90.0, p75=30.0, samples=4)]),
+        tiers=[Obj(tier=0, rto_s=300.0, target_s=600.0, met=True),
+               Obj(tier=1, rto_s=None, target_s=1800.0, met=False)],
+        trends={0: H, 1: H}, trigger=H, triggered_by=H, json_path=H, html_path=H,
+        duration=lambda s: "never" if s is None else f"{s:.0f} s", history_note=H,
+        failed_steps=1),
 }
 
 

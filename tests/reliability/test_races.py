@@ -249,7 +249,7 @@ def race_once(seed: int, estate: tuple[Any, str], serve: Any, store: str,
         released(prefect)
         try:
             result = asyncio.run(watched(FailoverParams(
-                topology=path, target_dc=TARGET, trigger="ui", triggered_by="prefect-ui",
+                topology=path, target_dc=TARGET,  # untagged: as from the UI or the API
                 approval_timeout_s=APPROVAL_TIMEOUT_S)))
         except ActiveRunError as exc:
             # Told twice: the caller gets the error, and the flow run Prefect shows (UI, API)

@@ -40,6 +40,7 @@ from revive.sim import Simulator
 from revive.store import db, service
 from revive.topology import load
 from tests.factories import REPO
+from tests.postgres import throwaway_database
 from tests.prefect_server import PREFECT, prefect_server, tail
 from tests.ui.browser import artifact, chromium, local_context, require_browser
 
@@ -61,8 +62,15 @@ def sync_api() -> Any:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, sync_api: Any) -> Iterator[dict[str, str]]:
-    """A Prefect server with its UI, and the example's pools and deployments on it."""
-    with prefect_server(tmp_path_factory.mktemp("prefect-form"), ui=True) as env:
+    """A Prefect server with its UI, and the example's pools and deployments on it. Its
+    records are in PostgreSQL, as in production: on SQLite a loaded machine sometimes
+    answers the form's create-run call 503, and the UI does not retry."""
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(throwaway_database("revive_prefect_form", "the UI form test"))
+        database = url.set(drivername="postgresql+asyncpg").render_as_string(
+            hide_password=False)
+        env = stack.enter_context(prefect_server(tmp_path_factory.mktemp("prefect-form"),
+                                                 ui=True, database=database))
         result = subprocess.run([REVIVE, "deploy", "--topology", THREE_DC], cwd=REPO, env=env,
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
@@ -197,7 +205,7 @@ def test_a_dry_run_started_from_the_ui_form_completes(
             page.screenshot(path=str(artifact("run-form.png")), full_page=True)
 
             page.get_by_role("button", name="Submit").click()
-            page.get_by_role("link", name="View run").click()
+            page.get_by_role("link", name="View run").click(timeout=90_000)  # a busy machine
             page.wait_for_url(re.compile(r"/runs/flow-run/[0-9a-f-]{36}"))
             flow_run_id = re.search(r"/runs/flow-run/([0-9a-f-]{36})", page.url).group(1)
             state = _wait_for_the_end(page, log)
