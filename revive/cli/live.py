@@ -30,7 +30,7 @@ from sqlalchemy.exc import ArgumentError
 
 from revive.chat.client import ENV_CHANNEL, ENV_TOKEN
 from revive.cli.common import err
-from revive.errors import ReviveError, StoreError
+from revive.errors import StoreError
 from revive.runs import session
 from revive.runs.approvals import LOCAL_RUN_ENV, how_to_approve, open_gate
 from revive.runs.session import Progress as RunProgress
@@ -183,34 +183,19 @@ class GateHint:
 async def tools_answering(topology: Topology, *, sim_url: str | None,
                           timeout_s: float = 3.0) -> int:
     """How many replicas of the tools a run would use answer now (each adapter's own
-    probe, all at once); tools that cannot be asked count for nothing."""
-    from revive.ops.toolbox import build_tools
-
-    names = [n for n, t in topology.ops_tools.items() if t.adapter != "sim" or sim_url]
-    tools = build_tools(topology, sim_url=sim_url, run_dc=None, timeout_s=timeout_s,
-                        names=names)
-
-    async def one(adapter: Any) -> int:
-        probe = getattr(adapter, "probe", None)
-        if probe is None:
-            return 0
-        try:
-            answers = await asyncio.wait_for(probe(), timeout_s * 2)
-        except (ReviveError, OSError, TimeoutError):
-            return 0
-        return sum(1 for ok in answers.values() if ok)
+    probe, as ``revive check --probe`` asks them); tools that cannot be asked count for
+    nothing."""
+    from revive.readiness.probe import replica_answers
 
     replicas = logging.getLogger("revive.ops")  # each failover is expected here: one line
     level = replicas.level                      # (the caller's) says what it means
     replicas.setLevel(logging.ERROR)
     try:
-        return sum(await asyncio.gather(*(one(a) for a in tools.values())))
+        answers = await replica_answers(topology, sim_url=sim_url, timeout_s=timeout_s)
     finally:
         replicas.setLevel(level)
-        for adapter in tools.values():
-            close = getattr(adapter, "aclose", None)
-            if close is not None:
-                await close()
+    return sum(sum(1 for ok in got.values() if ok)
+               for got in answers.values() if not isinstance(got, str))
 
 
 @dataclass(frozen=True)
