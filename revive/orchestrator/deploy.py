@@ -25,12 +25,6 @@ if TYPE_CHECKING:
 #: When the scheduled runs happen (UTC): the readiness check daily, a drill weekly.
 READINESS_CRON = "0 6 * * *"
 DRILL_CRON = "0 10 * * 1"
-#: Flows acting on one DC: a deployment on a DC's pool acts on that DC by default.
-ACTS_ON_ONE_DC = frozenset({"provision", "restart_service_groups", "deploy_patch"})
-#: Flows that take revive's runbook parameters (``run_from_dc`` and the rest).
-RUNBOOK_FLOWS = frozenset({"failover", "provision", "restart_service_groups", "warm_up_ramp",
-                           "deploy_patch"})
-DRILLS = frozenset({"drill", "lab-drill"})
 
 
 class Schedule(BaseModel):
@@ -82,14 +76,11 @@ def plan(topology: Topology, *, topology_path: str, home: str) -> DeployPlan:
 
 
 def _defaults(item: Deployable, dc: str, previous: str, topology_path: str) -> dict[str, Any]:
-    if item.flow in DRILLS:
-        return {"topology": topology_path, "lost_dc": previous} if item.flow == "drill" \
-            else {"lost_dc": previous}
-    values: dict[str, Any] = {"topology": topology_path}
-    if item.flow in RUNBOOK_FLOWS:
+    """The presets ``item.defaults`` names, for its deployment on ``dc``'s pool."""
+    offered = {"topology": topology_path, "target_dc": dc, "lost_dc": previous}
+    values: dict[str, Any] = {k: offered[k] for k in item.defaults if k in offered}
+    if "run_from_dc" in item.defaults:  # the form's advanced group holds it
         values[ADVANCED] = {"run_from_dc": dc}
-    if item.flow in ACTS_ON_ONE_DC:
-        values["target_dc"] = dc
     return values
 
 

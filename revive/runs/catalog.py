@@ -42,6 +42,10 @@ class Deployable:
     """The flow's Prefect name (its ``@flow(name=...)``)."""
     entrypoint: str
     description: str
+    defaults: tuple[str, ...] = ("topology",)
+    """What its deployment on a DC's pool presets: ``topology``; ``run_from_dc`` (that
+    DC); ``target_dc`` (that DC: flows acting on one DC); ``lost_dc`` (the DC before it:
+    drills, which must not run from the DC they pretend to lose)."""
 
 
 #: What ``revive deploy`` puts on every pool: the runbooks, and the drills.
@@ -50,20 +54,27 @@ DEPLOYABLES: tuple[Deployable, ...] = (
                "The readiness checklist against the topology, as a report; changes nothing."),
     Deployable("failover", "flows/failover.py:failover",
                "Recover a lost DC into the survivors: deploy, provision, restart, then move "
-               "each traffic class as its services are ready."),
+               "each traffic class as its services are ready.",
+               ("topology", "run_from_dc")),
     Deployable("provision", "flows/provision.py:provision",
-               "Provision the capacity target_dc needs to carry its new load."),
+               "Provision the capacity target_dc needs to carry its new load.",
+               ("topology", "run_from_dc", "target_dc")),
     Deployable("restart_service_groups", "flows/restart_service_groups.py:restart_service_groups",
-               "Restart service groups in target_dc in dependency and tier order."),
+               "Restart service groups in target_dc in dependency and tier order.",
+               ("topology", "run_from_dc", "target_dc")),
     Deployable("warm_up_ramp", "flows/warm_up_ramp.py:warm_up_ramp",
-               "Push the client retry policy, then ramp traffic into the targets per class."),
+               "Push the client retry policy, then ramp traffic into the targets per class.",
+               ("topology", "run_from_dc")),
     Deployable("deploy_patch", "flows/deploy_patch.py:deploy_patch",
-               "Ship an emergency patch in canary batches, rolling a failed batch back."),
+               "Ship an emergency patch in canary batches, rolling a failed batch back.",
+               ("topology", "run_from_dc", "target_dc")),
     Deployable("drill", "flows/drill.py:drill",
                "A DR drill on the built-in simulator (touches no real estate); writes its "
-               "report and keeps it in the drill history."),
+               "report and keeps it in the drill history.",
+               ("topology", "lost_dc")),
     Deployable("lab-drill", "flows/lab_drill.py:lab_drill",
-               "A DR drill on the lab of real processes (`revive lab up` on the worker's host)."),
+               "A DR drill on the lab of real processes (`revive lab up` on the worker's host).",
+               ("lost_dc",)),
 )
 
 
